@@ -1,0 +1,1337 @@
+//! Configuration: TOML on disk (or the embedded defaults) → a validated [`Config`].
+//!
+//! Loading is two passes, as in rathole/bore: serde reads a [`RawConfig`] that mirrors the TOML
+//! tables one to one and rejects unknown keys; [`RawConfig::validate`] then checks every value and
+//! collects *all* problems, each with the TOML key it belongs to, so `check-config` can print them
+//! in one go. Everything downstream only sees [`Config`], whose fields are typed (`SocketAddr`,
+//! `Duration`, `NonZero*`, [`Secret`]).
+//!
+//! Paths follow systemd when it hands them over: `STATE_DIRECTORY`, `LOGS_DIRECTORY` and
+//! `CONFIGURATION_DIRECTORY` take precedence over the relative defaults, and secrets may come from
+//! files or `$CREDENTIALS_DIRECTORY/<name>` (`LoadCredential=`) instead of the config text.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The commented default configuration, embedded so `print-default-config` and the no-config
+/// start agree. A unit test checks it parses to exactly [`RawConfig::default`].
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/default.toml");
+
+/// Errors while loading or validating configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not match the schema (unknown key, wrong type).
+    #[error("{path}: {message}")]
+    Parse {
+        /// Where the TOML came from.
+        path: String,
+        /// toml's message, which names the key and the line.
+        message: String,
+    },
+    /// One or more values are out of range or inconsistent.
+    #[error("{} problem(s) in {path}:\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// Where the TOML came from.
+        path: String,
+        /// Every problem found, each naming its key.
+        problems: Vec<Problem>,
+    },
+}
+
+/// One validation problem: the TOML key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted TOML key, e.g. `server.listen`.
+    pub key: String,
+    /// Human explanation.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// A secret string whose `Debug` and `Display` never print the value.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw (serde) layer: mirrors the TOML tables.
+// ---------------------------------------------------------------------------------------------
+
+/// The TOML document as written. Every table has defaults, so an empty file is valid.
+#[derive(Debug, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub paths: RawPaths,
+    pub identity: RawIdentity,
+    pub auth: RawAuth,
+    pub labels: RawLabels,
+    pub engine: RawEngine,
+    pub llm: RawLlm,
+    pub metrics: RawMetrics,
+    pub logging: RawLogging,
+    pub spool: RawSpool,
+    pub sinks: RawSinks,
+}
+
+/// `[server]`
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: String,
+    pub max_body_bytes: u64,
+    pub max_connections: u64,
+    pub header_read_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
+    pub metrics_require_auth: bool,
+    pub sla_ms: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 64 * 1024,
+            max_connections: 1024,
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 30,
+            shutdown_grace_secs: 10,
+            metrics_require_auth: false,
+            sla_ms: 500,
+        }
+    }
+}
+
+/// `[paths]`; empty strings mean "the default" (systemd's directory or `./copilot-edge-data/…`).
+#[derive(Debug, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPaths {
+    pub state_dir: String,
+    pub log_dir: String,
+    /// A folder of SOP Markdown files; empty = the sample knowledge base embedded in the binary.
+    pub knowledge_dir: String,
+}
+
+/// `[identity]`: who this gateway is, for fleet views.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIdentity {
+    pub gateway_id: String,
+    pub site_plant_id: String,
+}
+
+impl Default for RawIdentity {
+    fn default() -> Self {
+        RawIdentity {
+            gateway_id: "gateway-local".into(),
+            site_plant_id: "plant-local".into(),
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// Inline tokens: `[[auth.tokens]] user_id = "...", sha256 = "<hex of the token>"`.
+    pub tokens: Vec<RawToken>,
+    /// A file with `user_id:sha256hex` lines (also read from the `api-tokens` credential).
+    pub tokens_file: String,
+}
+
+/// One `[[auth.tokens]]` entry.
+#[derive(Debug, Deserialize, PartialEq, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    pub user_id: String,
+    pub sha256: String,
+}
+
+/// `[labels]`: bounds on label values that come from requests.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLabels {
+    /// Allowed plant ids; requests for other plants get 422. Empty = accept any, but only the
+    /// first `max_plants` distinct ids get their own series (the rest count under `_other`).
+    pub plant_ids: Vec<String>,
+    pub max_plants: u64,
+    /// Known equipment ids; empty = the first `max_equipment_per_plant` per plant.
+    pub equipment_ids: Vec<String>,
+    pub max_equipment_per_plant: u64,
+}
+
+impl Default for RawLabels {
+    fn default() -> Self {
+        RawLabels {
+            plant_ids: vec![],
+            max_plants: 16,
+            equipment_ids: vec![],
+            max_equipment_per_plant: 200,
+        }
+    }
+}
+
+/// `[engine]`: the local retrieval engine.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEngine {
+    /// Minimum relevance (0..1) for a document to support an answer.
+    pub min_relevance: f64,
+    /// How many documents may be cited in one answer.
+    pub max_documents: u64,
+    /// How many steps at most in `recommended_steps`.
+    pub max_steps: u64,
+    /// How many answers the agent remembers for `/v1/feedback`.
+    pub recent_answers: u64,
+    /// How long an answer can be rated after it was given.
+    pub feedback_window_secs: u64,
+}
+
+impl Default for RawEngine {
+    fn default() -> Self {
+        RawEngine {
+            min_relevance: 0.25,
+            max_documents: 2,
+            max_steps: 10,
+            recent_answers: 10_000,
+            feedback_window_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// `[llm]`: an optional OpenAI-compatible upstream that writes the report.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLlm {
+    /// Base URL, e.g. `http://10.0.0.5:8081` (llama.cpp) — `/v1/chat/completions` is appended.
+    /// Empty = no upstream; the local engine writes every report.
+    pub url: String,
+    pub model: String,
+    pub api_key: String,
+    pub api_key_file: String,
+    pub timeout_ms: u64,
+    pub max_tokens: u64,
+    pub price_input_per_1k_usd: f64,
+    pub price_output_per_1k_usd: f64,
+    /// Exported as `copilot_edge_llm_budget_usd_per_day` for the TokenBudgetExceeded alert.
+    pub budget_usd_per_day: f64,
+}
+
+impl Default for RawLlm {
+    fn default() -> Self {
+        RawLlm {
+            url: String::new(),
+            model: "local-model".into(),
+            api_key: String::new(),
+            api_key_file: String::new(),
+            timeout_ms: 3000,
+            max_tokens: 400,
+            price_input_per_1k_usd: 0.0005,
+            price_output_per_1k_usd: 0.0015,
+            budget_usd_per_day: 0.0,
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// The hallucination-rate gauge covers this many most recent answers per plant.
+    pub hallucination_window_answers: u64,
+    /// The feedback-score gauge averages this many most recent ratings per plant.
+    pub feedback_window_ratings: u64,
+    /// How often a metrics snapshot is taken for the spool.
+    pub snapshot_interval_secs: u64,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            hallucination_window_answers: 100,
+            feedback_window_ratings: 50,
+            snapshot_interval_secs: 15,
+        }
+    }
+}
+
+/// `[logging]`
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLogging {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: String,
+    pub file: bool,
+    pub max_file_bytes: u64,
+    pub max_files: u64,
+}
+
+impl Default for RawLogging {
+    fn default() -> Self {
+        RawLogging {
+            level: "info".into(),
+            file: true,
+            max_file_bytes: 10 * 1024 * 1024,
+            max_files: 10,
+        }
+    }
+}
+
+/// `[spool]`: the on-disk buffer for telemetry while the uplink is down.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSpool {
+    /// Empty = `<state_dir>/spool`.
+    pub dir: String,
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    /// Never write when the file system has less than this free.
+    pub min_free_bytes: u64,
+    /// Whether log events (request_completed, warnings, errors) are spooled and shipped.
+    pub ship_logs: bool,
+}
+
+impl Default for RawSpool {
+    fn default() -> Self {
+        RawSpool {
+            dir: String::new(),
+            max_bytes: 256 * 1024 * 1024,
+            segment_bytes: 8 * 1024 * 1024,
+            min_free_bytes: 64 * 1024 * 1024,
+            ship_logs: true,
+        }
+    }
+}
+
+/// `[sinks]`: each sink is off unless its table sets `enabled = true`.
+#[derive(Debug, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSinks {
+    pub mqtt: RawMqtt,
+    pub pushgateway: RawPushgateway,
+}
+
+/// `[sinks.mqtt]`
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMqtt {
+    pub enabled: bool,
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub username: String,
+    pub password: String,
+    pub password_file: String,
+    pub topic_prefix: String,
+    /// `prometheus` (text with timestamps, Telegraf-ready) or `json`.
+    pub format: String,
+    pub keep_alive_secs: u64,
+    pub max_packet_bytes: u64,
+    pub max_inflight: u64,
+    /// Backlog replay limit, records per second (live data is never held back by it).
+    pub backlog_records_per_sec: u64,
+}
+
+impl Default for RawMqtt {
+    fn default() -> Self {
+        RawMqtt {
+            enabled: false,
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: String::new(),
+            username: String::new(),
+            password: String::new(),
+            password_file: String::new(),
+            topic_prefix: "copilot".into(),
+            format: "prometheus".into(),
+            keep_alive_secs: 30,
+            max_packet_bytes: 4 * 1024 * 1024,
+            max_inflight: 64,
+            backlog_records_per_sec: 500,
+        }
+    }
+}
+
+/// `[sinks.pushgateway]`
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPushgateway {
+    pub enabled: bool,
+    /// e.g. `http://127.0.0.1:9091`
+    pub url: String,
+    pub job: String,
+    pub username: String,
+    pub password: String,
+    pub password_file: String,
+    pub bearer_token: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for RawPushgateway {
+    fn default() -> Self {
+        RawPushgateway {
+            enabled: false,
+            url: "http://127.0.0.1:9091".into(),
+            job: "copilot-edge".into(),
+            username: String::new(),
+            password: String::new(),
+            password_file: String::new(),
+            bearer_token: String::new(),
+            timeout_ms: 5000,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated layer.
+// ---------------------------------------------------------------------------------------------
+
+/// The validated configuration every component is built from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where this configuration came from (a path or `embedded defaults`).
+    pub source: String,
+    pub server: ServerConfig,
+    pub paths: PathsConfig,
+    pub identity: IdentityConfig,
+    pub auth: AuthConfig,
+    pub labels: LabelsConfig,
+    pub engine: EngineConfig,
+    pub llm: Option<LlmConfig>,
+    pub llm_prices: LlmPrices,
+    pub metrics: MetricsConfig,
+    pub logging: LoggingConfig,
+    pub spool: SpoolConfig,
+    pub mqtt: Option<MqttSinkConfig>,
+    pub pushgateway: Option<PushgatewaySinkConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub max_connections: NonZeroUsize,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub metrics_require_auth: bool,
+    pub sla: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PathsConfig {
+    pub state_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub knowledge_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    pub gateway_id: String,
+    pub site_plant_id: String,
+}
+
+/// A configured API user: the SHA-256 of their token, never the token itself.
+#[derive(Debug, Clone)]
+pub struct TokenEntry {
+    pub user_id: String,
+    pub sha256: [u8; 32],
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Empty means: generate a token on first start (see `auth::ensure_token`).
+    pub tokens: Vec<TokenEntry>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LabelsConfig {
+    pub plant_ids: BTreeSet<String>,
+    pub max_plants: usize,
+    pub equipment_ids: BTreeSet<String>,
+    pub max_equipment_per_plant: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub min_relevance: f64,
+    pub max_documents: NonZeroUsize,
+    pub max_steps: NonZeroUsize,
+    pub recent_answers: NonZeroUsize,
+    pub feedback_window: Duration,
+}
+
+/// The upstream LLM (only when `[llm] url` is set).
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    /// `host:port` to connect to.
+    pub authority: String,
+    /// Request path, e.g. `/v1/chat/completions`.
+    pub path: String,
+    pub model: String,
+    pub api_key: Option<Secret>,
+    pub timeout: Duration,
+    pub max_tokens: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LlmPrices {
+    pub input_per_1k_usd: f64,
+    pub output_per_1k_usd: f64,
+    pub budget_usd_per_day: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub hallucination_window: NonZeroUsize,
+    pub feedback_window: NonZeroUsize,
+    pub snapshot_interval: Duration,
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoggingConfig {
+    pub level: LogLevel,
+    pub file: bool,
+    pub max_file_bytes: u64,
+    pub max_files: NonZeroUsize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    pub min_free_bytes: u64,
+    pub ship_logs: bool,
+}
+
+/// Payload format of MQTT messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MqttFormat {
+    /// Prometheus text exposition with sample timestamps.
+    Prometheus,
+    /// One JSON document per record.
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct MqttSinkConfig {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub topic_prefix: String,
+    pub format: MqttFormat,
+    pub keep_alive: Duration,
+    pub max_packet_bytes: usize,
+    pub max_inflight: u16,
+    pub backlog_records_per_sec: u32,
+}
+
+/// Pushgateway authentication.
+#[derive(Debug, Clone)]
+pub enum HttpAuth {
+    None,
+    Basic { username: String, password: Secret },
+    Bearer(Secret),
+}
+
+#[derive(Debug, Clone)]
+pub struct PushgatewaySinkConfig {
+    /// `host:port`
+    pub authority: String,
+    /// Base path prefix (usually empty).
+    pub base_path: String,
+    pub job: String,
+    pub auth: HttpAuth,
+    pub timeout: Duration,
+}
+
+/// Where the agent looks for things outside the config file.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    pub state_directory: Option<PathBuf>,
+    pub logs_directory: Option<PathBuf>,
+    pub configuration_directory: Option<PathBuf>,
+    pub credentials_directory: Option<PathBuf>,
+}
+
+impl Environment {
+    /// Reads the systemd directory variables (first entry of each colon-separated list).
+    pub fn from_process() -> Self {
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .map(|v| {
+                    v.to_string_lossy()
+                        .split(':')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        };
+        Environment {
+            state_directory: var("STATE_DIRECTORY"),
+            logs_directory: var("LOGS_DIRECTORY"),
+            configuration_directory: var("CONFIGURATION_DIRECTORY"),
+            credentials_directory: var("CREDENTIALS_DIRECTORY"),
+        }
+    }
+
+    /// A credential file's content, if systemd handed one over.
+    fn credential(&self, name: &str) -> Option<String> {
+        let dir = self.credentials_directory.as_ref()?;
+        std::fs::read_to_string(dir.join(name))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+}
+
+/// Which file to load when none is named: `$CONFIGURATION_DIRECTORY/copilot-edge.toml` if it
+/// exists, else none (embedded defaults).
+pub fn default_config_path(env: &Environment) -> Option<PathBuf> {
+    let p = env
+        .configuration_directory
+        .as_ref()?
+        .join("copilot-edge.toml");
+    p.exists().then_some(p)
+}
+
+/// Loads and validates a config file, or the embedded defaults when `path` is `None`.
+pub fn load(path: Option<&Path>, env: &Environment) -> Result<Config, ConfigError> {
+    let (text, source) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?,
+            p.display().to_string(),
+        ),
+        None => (
+            DEFAULT_CONFIG_TOML.to_string(),
+            "embedded defaults".to_string(),
+        ),
+    };
+    let raw = parse(&text, &source)?;
+    raw.validate(&source, env)
+}
+
+/// Parses TOML text into the raw layer.
+pub fn parse(text: &str, source: &str) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: source.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Is `s` acceptable as a label value we configure ourselves (ids, gateway names)?
+pub fn is_valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let hi = (chunk[0] as char).to_digit(16)?;
+        let lo = (chunk[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+/// Parses `user_id:sha256hex` lines (comments with `#`, blank lines ignored).
+pub fn parse_token_lines(text: &str) -> Result<Vec<TokenEntry>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (user, hash) = line
+            .split_once(':')
+            .ok_or_else(|| format!("line {}: expected user_id:sha256hex", n + 1))?;
+        let sha256 = hex32(hash.trim())
+            .ok_or_else(|| format!("line {}: sha256 must be 64 hex digits", n + 1))?;
+        if !is_valid_id(user.trim()) {
+            return Err(format!(
+                "line {}: user id must be 1-64 of [A-Za-z0-9-_.:]",
+                n + 1
+            ));
+        }
+        out.push(TokenEntry {
+            user_id: user.trim().to_string(),
+            sha256,
+        });
+    }
+    Ok(out)
+}
+
+/// Splits `http://host:port/path` into (authority, path). Only plain `http` is accepted: TLS to
+/// the LLM and the Pushgateway is not built in (terminate it on a local proxy; see README).
+fn split_http_url(url: &str) -> Result<(String, String), String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        if url.starts_with("https://") {
+            "https is not supported by this build; use http:// (e.g. via a local TLS proxy)"
+                .to_string()
+        } else {
+            "must start with http://".to_string()
+        }
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || !authority.contains(':') && authority.contains(['@', '?', '#']) {
+        return Err("has no host".into());
+    }
+    let authority = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    Ok((authority, path.to_string()))
+}
+
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn fail(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+    fn range(&mut self, key: &str, v: u64, lo: u64, hi: u64) -> u64 {
+        if v < lo || v > hi {
+            self.fail(key, format!("must be between {lo} and {hi}, got {v}"));
+        }
+        v.clamp(lo, hi)
+    }
+    fn nonzero(&mut self, key: &str, v: u64, hi: u64) -> NonZeroUsize {
+        let v = self.range(key, v, 1, hi);
+        NonZeroUsize::new(v as usize).unwrap_or(NonZeroUsize::MIN)
+    }
+    /// A secret from inline text, a file, or a systemd credential (in that order of precedence:
+    /// file, credential, inline).
+    fn secret(
+        &mut self,
+        key: &str,
+        inline: &str,
+        file: &str,
+        credential: Option<String>,
+    ) -> Option<Secret> {
+        if !file.is_empty() {
+            match std::fs::read_to_string(file) {
+                Ok(s) => return Some(Secret::new(s.trim())),
+                Err(e) => {
+                    self.fail(&format!("{key}_file"), format!("cannot read {file}: {e}"));
+                    return None;
+                }
+            }
+        }
+        if let Some(c) = credential {
+            return Some(Secret::new(c));
+        }
+        (!inline.is_empty()).then(|| Secret::new(inline))
+    }
+}
+
+impl RawConfig {
+    /// Checks every value; returns the typed config or every problem at once.
+    pub fn validate(self, source: &str, env: &Environment) -> Result<Config, ConfigError> {
+        let mut c = Checker {
+            problems: Vec::new(),
+        };
+        let s = &self.server;
+        let listen = match s.listen.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                c.fail(
+                    "server.listen",
+                    format!("`{}` is not an address like 127.0.0.1:8080", s.listen),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 8080))
+            }
+        };
+        let server = ServerConfig {
+            listen,
+            max_body_bytes: c.range(
+                "server.max_body_bytes",
+                s.max_body_bytes,
+                1024,
+                16 * 1024 * 1024,
+            ) as usize,
+            max_connections: c.nonzero("server.max_connections", s.max_connections, 1_000_000),
+            header_read_timeout: Duration::from_secs(c.range(
+                "server.header_read_timeout_secs",
+                s.header_read_timeout_secs,
+                1,
+                300,
+            )),
+            request_timeout: Duration::from_secs(c.range(
+                "server.request_timeout_secs",
+                s.request_timeout_secs,
+                1,
+                600,
+            )),
+            shutdown_grace: Duration::from_secs(c.range(
+                "server.shutdown_grace_secs",
+                s.shutdown_grace_secs,
+                0,
+                300,
+            )),
+            metrics_require_auth: s.metrics_require_auth,
+            sla: Duration::from_millis(c.range("server.sla_ms", s.sla_ms, 1, 600_000)),
+        };
+
+        let pick = |configured: &str, from_env: &Option<PathBuf>, fallback: &str| -> PathBuf {
+            if !configured.is_empty() {
+                PathBuf::from(configured)
+            } else if let Some(p) = from_env {
+                p.clone()
+            } else {
+                PathBuf::from(fallback)
+            }
+        };
+        let state_dir = pick(
+            &self.paths.state_dir,
+            &env.state_directory,
+            "copilot-edge-data/state",
+        );
+        let log_dir = pick(
+            &self.paths.log_dir,
+            &env.logs_directory,
+            "copilot-edge-data/logs",
+        );
+        let knowledge_dir = (!self.paths.knowledge_dir.is_empty())
+            .then(|| PathBuf::from(&self.paths.knowledge_dir));
+        if let Some(k) = &knowledge_dir {
+            if !k.is_dir() {
+                c.fail(
+                    "paths.knowledge_dir",
+                    format!("{} is not a directory", k.display()),
+                );
+            }
+        }
+
+        let id = &self.identity;
+        for (key, v) in [
+            ("identity.gateway_id", &id.gateway_id),
+            ("identity.site_plant_id", &id.site_plant_id),
+        ] {
+            if !is_valid_id(v) {
+                c.fail(key, "must be 1-64 characters of [A-Za-z0-9-_.:]");
+            }
+        }
+
+        let mut tokens = Vec::new();
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            if !is_valid_id(&t.user_id) {
+                c.fail(
+                    &format!("auth.tokens[{i}].user_id"),
+                    "must be 1-64 characters of [A-Za-z0-9-_.:]",
+                );
+            }
+            match hex32(&t.sha256) {
+                Some(h) => tokens.push(TokenEntry {
+                    user_id: t.user_id.clone(),
+                    sha256: h,
+                }),
+                None => c.fail(
+                    &format!("auth.tokens[{i}].sha256"),
+                    "must be the 64 hex digits of the token's SHA-256",
+                ),
+            }
+        }
+        let token_text = if !self.auth.tokens_file.is_empty() {
+            match std::fs::read_to_string(&self.auth.tokens_file) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    c.fail(
+                        "auth.tokens_file",
+                        format!("cannot read {}: {e}", self.auth.tokens_file),
+                    );
+                    None
+                }
+            }
+        } else {
+            env.credential("api-tokens")
+        };
+        if let Some(text) = token_text {
+            match parse_token_lines(&text) {
+                Ok(mut t) => tokens.append(&mut t),
+                Err(e) => c.fail("auth.tokens_file", e),
+            }
+        }
+
+        let l = &self.labels;
+        for p in l.plant_ids.iter().chain(&l.equipment_ids) {
+            if !is_valid_id(p) {
+                c.fail(
+                    "labels",
+                    format!("`{p}` is not a valid id (1-64 of [A-Za-z0-9-_.:])"),
+                );
+            }
+        }
+        let labels = LabelsConfig {
+            plant_ids: l.plant_ids.iter().cloned().collect(),
+            max_plants: c.range("labels.max_plants", l.max_plants, 1, 10_000) as usize,
+            equipment_ids: l.equipment_ids.iter().cloned().collect(),
+            max_equipment_per_plant: c.range(
+                "labels.max_equipment_per_plant",
+                l.max_equipment_per_plant,
+                1,
+                100_000,
+            ) as usize,
+        };
+
+        let e = &self.engine;
+        if !(0.0..=1.0).contains(&e.min_relevance) {
+            c.fail(
+                "engine.min_relevance",
+                format!("must be between 0 and 1, got {}", e.min_relevance),
+            );
+        }
+        let engine = EngineConfig {
+            min_relevance: e.min_relevance.clamp(0.0, 1.0),
+            max_documents: c.nonzero("engine.max_documents", e.max_documents, 10),
+            max_steps: c.nonzero("engine.max_steps", e.max_steps, 50),
+            recent_answers: c.nonzero("engine.recent_answers", e.recent_answers, 1_000_000),
+            feedback_window: Duration::from_secs(c.range(
+                "engine.feedback_window_secs",
+                e.feedback_window_secs,
+                1,
+                90 * 24 * 3600,
+            )),
+        };
+
+        let lm = &self.llm;
+        for (key, v) in [
+            ("llm.price_input_per_1k_usd", lm.price_input_per_1k_usd),
+            ("llm.price_output_per_1k_usd", lm.price_output_per_1k_usd),
+            ("llm.budget_usd_per_day", lm.budget_usd_per_day),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                c.fail(key, "must be a non-negative number");
+            }
+        }
+        let llm_prices = LlmPrices {
+            input_per_1k_usd: lm.price_input_per_1k_usd.max(0.0),
+            output_per_1k_usd: lm.price_output_per_1k_usd.max(0.0),
+            budget_usd_per_day: lm.budget_usd_per_day.max(0.0),
+        };
+        let timeout = Duration::from_millis(c.range("llm.timeout_ms", lm.timeout_ms, 10, 600_000));
+        let max_tokens = c.range("llm.max_tokens", lm.max_tokens, 1, 32_000) as u32;
+        let api_key = c.secret(
+            "llm.api_key",
+            &lm.api_key,
+            &lm.api_key_file,
+            env.credential("llm-api-key"),
+        );
+        let llm = if lm.url.is_empty() {
+            None
+        } else {
+            match split_http_url(&lm.url) {
+                Ok((authority, base)) => Some(LlmConfig {
+                    authority,
+                    path: format!("{base}/v1/chat/completions"),
+                    model: lm.model.clone(),
+                    api_key,
+                    timeout,
+                    max_tokens,
+                }),
+                Err(msg) => {
+                    c.fail("llm.url", msg);
+                    None
+                }
+            }
+        };
+
+        let m = &self.metrics;
+        let metrics = MetricsConfig {
+            hallucination_window: c.nonzero(
+                "metrics.hallucination_window_answers",
+                m.hallucination_window_answers,
+                100_000,
+            ),
+            feedback_window: c.nonzero(
+                "metrics.feedback_window_ratings",
+                m.feedback_window_ratings,
+                100_000,
+            ),
+            snapshot_interval: Duration::from_secs(c.range(
+                "metrics.snapshot_interval_secs",
+                m.snapshot_interval_secs,
+                1,
+                3600,
+            )),
+        };
+
+        let lg = &self.logging;
+        let level = match lg.level.to_ascii_lowercase().as_str() {
+            "error" => LogLevel::Error,
+            "warn" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            "trace" => LogLevel::Trace,
+            other => {
+                c.fail(
+                    "logging.level",
+                    format!("`{other}` is not one of error, warn, info, debug, trace"),
+                );
+                LogLevel::Info
+            }
+        };
+        let logging = LoggingConfig {
+            level,
+            file: lg.file,
+            max_file_bytes: c.range("logging.max_file_bytes", lg.max_file_bytes, 4096, 1 << 40),
+            max_files: c.nonzero("logging.max_files", lg.max_files, 10_000),
+        };
+
+        let sp = &self.spool;
+        let spool = SpoolConfig {
+            dir: if sp.dir.is_empty() {
+                state_dir.join("spool")
+            } else {
+                PathBuf::from(&sp.dir)
+            },
+            max_bytes: c.range("spool.max_bytes", sp.max_bytes, 64 * 1024, 1 << 44),
+            segment_bytes: c.range("spool.segment_bytes", sp.segment_bytes, 4096, 1 << 32),
+            min_free_bytes: sp.min_free_bytes,
+            ship_logs: sp.ship_logs,
+        };
+        if spool.segment_bytes > spool.max_bytes / 2 {
+            c.fail(
+                "spool.segment_bytes",
+                "must be at most half of spool.max_bytes (so drop-oldest can free space)",
+            );
+        }
+
+        let mq = &self.sinks.mqtt;
+        let mqtt = if mq.enabled {
+            if mq.host.is_empty() {
+                c.fail("sinks.mqtt.host", "must not be empty");
+            }
+            if mq.port == 0 {
+                c.fail("sinks.mqtt.port", "must not be 0");
+            }
+            if mq.topic_prefix.is_empty() || mq.topic_prefix.contains(['#', '+']) {
+                c.fail(
+                    "sinks.mqtt.topic_prefix",
+                    "must be non-empty and contain no MQTT wildcards",
+                );
+            }
+            let format = match mq.format.as_str() {
+                "prometheus" => MqttFormat::Prometheus,
+                "json" => MqttFormat::Json,
+                other => {
+                    c.fail(
+                        "sinks.mqtt.format",
+                        format!("`{other}` is not one of prometheus, json"),
+                    );
+                    MqttFormat::Prometheus
+                }
+            };
+            let password = c.secret(
+                "sinks.mqtt.password",
+                &mq.password,
+                &mq.password_file,
+                env.credential("mqtt-password"),
+            );
+            Some(MqttSinkConfig {
+                host: mq.host.clone(),
+                port: mq.port,
+                client_id: if mq.client_id.is_empty() {
+                    format!("copilot-edge-{}", id.gateway_id)
+                } else {
+                    mq.client_id.clone()
+                },
+                username: (!mq.username.is_empty()).then(|| mq.username.clone()),
+                password,
+                topic_prefix: mq.topic_prefix.trim_end_matches('/').to_string(),
+                format,
+                keep_alive: Duration::from_secs(c.range(
+                    "sinks.mqtt.keep_alive_secs",
+                    mq.keep_alive_secs,
+                    5,
+                    3600,
+                )),
+                max_packet_bytes: c.range(
+                    "sinks.mqtt.max_packet_bytes",
+                    mq.max_packet_bytes,
+                    64 * 1024,
+                    256 * 1024 * 1024,
+                ) as usize,
+                max_inflight: c.range("sinks.mqtt.max_inflight", mq.max_inflight, 1, 65_535) as u16,
+                backlog_records_per_sec: c.range(
+                    "sinks.mqtt.backlog_records_per_sec",
+                    mq.backlog_records_per_sec,
+                    1,
+                    1_000_000,
+                ) as u32,
+            })
+        } else {
+            None
+        };
+
+        let pg = &self.sinks.pushgateway;
+        let pushgateway = if pg.enabled {
+            if !is_valid_id(&pg.job) {
+                c.fail(
+                    "sinks.pushgateway.job",
+                    "must be 1-64 characters of [A-Za-z0-9-_.:]",
+                );
+            }
+            let password = c.secret(
+                "sinks.pushgateway.password",
+                &pg.password,
+                &pg.password_file,
+                env.credential("pushgateway-password"),
+            );
+            let auth = match (pg.username.is_empty(), password, pg.bearer_token.is_empty()) {
+                (true, None, true) => HttpAuth::None,
+                (false, Some(p), true) => HttpAuth::Basic {
+                    username: pg.username.clone(),
+                    password: p,
+                },
+                (true, None, false) => HttpAuth::Bearer(Secret::new(pg.bearer_token.clone())),
+                _ => {
+                    c.fail(
+                        "sinks.pushgateway",
+                        "set either username + password (Basic) or bearer_token, not both",
+                    );
+                    HttpAuth::None
+                }
+            };
+            let timeout = Duration::from_millis(c.range(
+                "sinks.pushgateway.timeout_ms",
+                pg.timeout_ms,
+                10,
+                600_000,
+            ));
+            match split_http_url(&pg.url) {
+                Ok((authority, base_path)) => Some(PushgatewaySinkConfig {
+                    authority,
+                    base_path,
+                    job: pg.job.clone(),
+                    auth,
+                    timeout,
+                }),
+                Err(msg) => {
+                    c.fail("sinks.pushgateway.url", msg);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        if !c.problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: source.to_string(),
+                problems: c.problems,
+            });
+        }
+        Ok(Config {
+            source: source.to_string(),
+            server,
+            paths: PathsConfig {
+                state_dir,
+                log_dir,
+                knowledge_dir,
+            },
+            identity: IdentityConfig {
+                gateway_id: id.gateway_id.clone(),
+                site_plant_id: id.site_plant_id.clone(),
+            },
+            auth: AuthConfig { tokens },
+            labels,
+            engine,
+            llm,
+            llm_prices,
+            metrics,
+            logging,
+            spool,
+            mqtt,
+            pushgateway,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(text: &str) -> Result<Config, ConfigError> {
+        parse(text, "test")?.validate("test", &Environment::default())
+    }
+
+    #[test]
+    fn embedded_default_matches_serde_defaults() {
+        let raw = parse(DEFAULT_CONFIG_TOML, "embedded").expect("default parses");
+        assert_eq!(raw, RawConfig::default());
+        validate(DEFAULT_CONFIG_TOML).expect("default validates");
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let c = validate("").unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.llm.is_none());
+        assert_eq!(c.paths.state_dir, PathBuf::from("copilot-edge-data/state"));
+    }
+
+    #[test]
+    fn problems_name_their_keys() {
+        let cases: &[(&str, &str)] = &[
+            ("[server]\nlisten = \"nope\"", "server.listen"),
+            ("[server]\nmax_body_bytes = 1", "server.max_body_bytes"),
+            ("[engine]\nmin_relevance = 2.0", "engine.min_relevance"),
+            ("[logging]\nlevel = \"loud\"", "logging.level"),
+            ("[llm]\nurl = \"ftp://x\"", "llm.url"),
+            (
+                "[[auth.tokens]]\nuser_id = \"a\"\nsha256 = \"zz\"",
+                "auth.tokens[0].sha256",
+            ),
+            (
+                "[identity]\ngateway_id = \"has space\"",
+                "identity.gateway_id",
+            ),
+            (
+                "[sinks.mqtt]\nenabled = true\nformat = \"xml\"",
+                "sinks.mqtt.format",
+            ),
+            (
+                "[sinks.pushgateway]\nenabled = true\nurl = \"https://x:1\"",
+                "sinks.pushgateway.url",
+            ),
+        ];
+        for (text, key) in cases {
+            match validate(text) {
+                Err(ConfigError::Invalid { problems, .. }) => {
+                    assert!(
+                        problems.iter().any(|p| p.key == *key),
+                        "{text}: {problems:?}"
+                    )
+                }
+                other => panic!("{text}: expected invalid, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn all_problems_reported_at_once() {
+        let err =
+            validate("[server]\nlisten = \"x\"\nsla_ms = 0\n[logging]\nlevel = \"y\"").unwrap_err();
+        match err {
+            ConfigError::Invalid { problems, .. } => assert_eq!(problems.len(), 3, "{problems:?}"),
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(matches!(
+            validate("[server]\nlisen = \"x\""),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn systemd_directories_are_used() {
+        let env = Environment {
+            state_directory: Some("/var/lib/copilot-edge".into()),
+            logs_directory: Some("/var/log/copilot-edge".into()),
+            ..Default::default()
+        };
+        let c = parse("", "t").unwrap().validate("t", &env).unwrap();
+        assert_eq!(c.paths.state_dir, PathBuf::from("/var/lib/copilot-edge"));
+        assert_eq!(c.spool.dir, PathBuf::from("/var/lib/copilot-edge/spool"));
+        assert_eq!(c.paths.log_dir, PathBuf::from("/var/log/copilot-edge"));
+    }
+
+    #[test]
+    fn token_lines() {
+        let h = "a".repeat(64);
+        let t = parse_token_lines(&format!("# c\n\ntech-1:{h}\n")).unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].user_id, "tech-1");
+        assert!(parse_token_lines("nocolon").is_err());
+        assert!(parse_token_lines("u:abc").is_err());
+    }
+
+    #[test]
+    fn secret_debug_is_masked() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "***");
+    }
+
+    #[test]
+    fn llm_url_split() {
+        assert_eq!(
+            split_http_url("http://10.0.0.5:8081").unwrap(),
+            ("10.0.0.5:8081".into(), "".into())
+        );
+        assert_eq!(
+            split_http_url("http://llm/api/").unwrap(),
+            ("llm:80".into(), "/api".into())
+        );
+        assert!(split_http_url("https://x").is_err());
+    }
+}

@@ -1,0 +1,571 @@
+//! Routing and one thin handler per endpoint.
+//!
+//! [`handle`] wraps every request: trace id (from `X-Request-Trace-ID`, else a W3C
+//! `traceparent`, else generated), the per-request timeout, the `X-Request-Trace-ID` and
+//! `X-Response-Time-ms` headers, the `http_*` and `copilot_*` request metrics, and the one
+//! `request_completed` log event. Handlers return `Result<Response, ApiError>`; nothing in here
+//! panics on input.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::config::is_valid_id;
+use crate::diagnose::{Observation, Question};
+use crate::metrics::{agent, UNKNOWN};
+use crate::recent::{AnswerRecord, Lookup};
+
+type Resp = Response<Full<Bytes>>;
+
+/// Longest accepted problem description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 4000;
+/// Longest accepted feedback comment, in characters.
+pub const MAX_COMMENT_CHARS: usize = 2000;
+/// Most camera observations per request.
+pub const MAX_OBSERVATIONS: usize = 32;
+
+/// What the wrapper learns from a handler for logs and metrics.
+#[derive(Default)]
+struct Ctx {
+    user_id: Option<String>,
+    plant_label: Option<String>,
+    plant_id: Option<String>,
+    equipment_id: Option<String>,
+    /// `agent_name` for copilot_* request metrics (diagnose/feedback routes only).
+    agent: Option<&'static str>,
+}
+
+fn valid_trace_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// The request's trace id: a well-formed `X-Request-Trace-ID`, else the trace id of a valid
+/// W3C `traceparent`, else a new random one.
+pub fn trace_id(headers: &HeaderMap) -> String {
+    if let Some(t) = headers
+        .get("x-request-trace-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        if valid_trace_id(t) {
+            return t.to_string();
+        }
+    }
+    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        let parts: Vec<&str> = tp.trim().split('-').collect();
+        let hex = |s: &str, n: usize| {
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        };
+        if parts.len() >= 4
+            && hex(parts[0], 2)
+            && parts[0] != "ff"
+            && hex(parts[1], 32)
+            && parts[1].bytes().any(|b| b != b'0')
+            && hex(parts[2], 16)
+            && hex(parts[3], 2)
+        {
+            return parts[1].to_string();
+        }
+    }
+    Uuid::new_v4().simple().to_string()
+}
+
+fn json_response(status: StatusCode, v: &serde_json::Value) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Entry point for every request.
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp {
+    let start = Instant::now();
+    let trace = trace_id(req.headers());
+    let method = req.method().clone();
+    let path: String = req.uri().path().chars().take(256).collect();
+    let handler = route_name(&path);
+    let mut ctx = Ctx::default();
+    let timeout = state.server.request_timeout;
+    let result = match tokio::time::timeout(timeout, dispatch(&state, req, &trace, &mut ctx)).await
+    {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::Timeout),
+    };
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status().is_server_error() {
+                warn!(trace_id = %trace, error = %e, "request_failed");
+            }
+            e.into_response(&trace)
+        }
+    };
+    let elapsed = start.elapsed();
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    let status = resp.status().as_u16();
+    {
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&trace) {
+            h.insert("x-request-trace-id", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("{ms:.2}")) {
+            h.insert("x-response-time-ms", v);
+        }
+    }
+    let m = &state.metrics;
+    let method_label = match method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    };
+    let group = match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    m.http_requests
+        .with_label_values(&[handler, method_label, group])
+        .inc();
+    m.http_duration
+        .with_label_values(&[handler, method_label])
+        .observe(elapsed.as_secs_f64());
+    if let Some(agent_name) = ctx.agent {
+        let plant = ctx.plant_label.as_deref().unwrap_or(UNKNOWN);
+        let code = resp.status();
+        m.requests
+            .with_label_values(&[plant, agent_name, code.as_str()])
+            .inc();
+        if code.is_success() {
+            m.latency
+                .with_label_values(&[plant, agent_name])
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+    let ms = (ms * 100.0).round() / 100.0;
+    info!(
+        trace_id = %trace,
+        method = method_label,
+        path = %path,
+        status_code = status,
+        duration_ms = ms,
+        user_id = ctx.user_id.as_deref().unwrap_or(""),
+        plant_id = ctx.plant_id.as_deref().unwrap_or(""),
+        equipment_id = ctx.equipment_id.as_deref().unwrap_or(""),
+        "request_completed"
+    );
+    if elapsed > state.server.sla {
+        warn!(trace_id = %trace, path = %path, duration_ms = ms, sla_ms = state.server.sla.as_millis() as u64, "high_latency_detected");
+    }
+    resp
+}
+
+/// The `handler` label: the route, or `none` for unknown paths (bounded cardinality).
+fn route_name(path: &str) -> &'static str {
+    match path {
+        "/v1/diagnose" => "/v1/diagnose",
+        "/v1/feedback" => "/v1/feedback",
+        "/health" => "/health",
+        "/ready" => "/ready",
+        "/metrics" => "/metrics",
+        _ => "none",
+    }
+}
+
+async fn dispatch(
+    state: &AppState,
+    req: Request<Incoming>,
+    trace: &str,
+    ctx: &mut Ctx,
+) -> Result<Resp, ApiError> {
+    let path = req.uri().path();
+    let get = req.method() == Method::GET || req.method() == Method::HEAD;
+    let post = req.method() == Method::POST;
+    match path {
+        "/health" if get => Ok(health(state)),
+        "/ready" if get => Ok(ready(state)),
+        "/metrics" if get => {
+            if state.server.metrics_require_auth {
+                authenticate(state, req.headers(), ctx)?;
+            }
+            Ok(metrics(state))
+        }
+        "/v1/diagnose" if post => {
+            ctx.agent = Some(agent::RAG);
+            diagnose(state, req, trace, ctx).await
+        }
+        "/v1/feedback" if post => {
+            ctx.agent = Some(agent::FEEDBACK);
+            feedback(state, req, trace, ctx).await
+        }
+        "/health" | "/ready" | "/metrics" => Err(ApiError::MethodNotAllowed("GET, HEAD")),
+        "/v1/diagnose" | "/v1/feedback" => Err(ApiError::MethodNotAllowed("POST")),
+        other => Err(ApiError::NotFound(other.chars().take(128).collect())),
+    }
+}
+
+fn health(state: &AppState) -> Resp {
+    json_response(
+        StatusCode::OK,
+        &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "uptime_seconds": state.started.elapsed().as_secs()}),
+    )
+}
+
+fn ready(state: &AppState) -> Resp {
+    let checks = state.readiness();
+    let ok = checks.iter().all(|(_, ok, _)| *ok);
+    let detail: serde_json::Map<String, serde_json::Value> = checks
+        .into_iter()
+        .map(|(name, ok, msg)| (name.to_string(), json!({"ok": ok, "detail": msg})))
+        .collect();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(
+        status,
+        &json!({"status": if ok { "ready" } else { "not_ready" }, "checks": detail}),
+    )
+}
+
+fn metrics(state: &AppState) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+fn authenticate(state: &AppState, headers: &HeaderMap, ctx: &mut Ctx) -> Result<(), ApiError> {
+    let user = state
+        .auth
+        .verify(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    ctx.user_id = Some(user.to_string());
+    Ok(())
+}
+
+/// Checks auth, content type and size, then reads and parses a JSON body.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    req: Request<Incoming>,
+    ctx: &mut Ctx,
+) -> Result<T, ApiError> {
+    authenticate(state, req.headers(), ctx)?;
+    if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        // curl's `-d` sends application/x-www-form-urlencoded unless told otherwise; a JSON body
+        // under that label is accepted so the documented one-liner works.
+        if !matches!(
+            essence,
+            "application/json" | "application/x-www-form-urlencoded"
+        ) && !essence.ends_with("+json")
+        {
+            return Err(ApiError::UnsupportedMediaType(
+                essence.chars().take(64).collect(),
+            ));
+        }
+    }
+    let max = state.server.max_body_bytes;
+    if let Some(len) = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > max as u64 {
+            return Err(ApiError::PayloadTooLarge(max));
+        }
+    }
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(ApiError::PayloadTooLarge(max))
+        }
+        Err(_) => return Err(ApiError::BodyRead),
+    };
+    serde_json::from_slice(&body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
+        _ => ApiError::MalformedJson(e.to_string()),
+    })
+}
+
+#[derive(Deserialize)]
+struct DiagnoseBody {
+    plant_id: String,
+    equipment_id: String,
+    problem_description: String,
+    #[serde(default)]
+    observed_defects: Vec<Observation>,
+}
+
+fn check_id(field: &str, v: &str) -> Result<(), ApiError> {
+    if is_valid_id(v) {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(format!(
+            "{field} must be 1-64 characters of letters, digits, '-', '_', '.', ':'"
+        )))
+    }
+}
+
+async fn diagnose(
+    state: &AppState,
+    req: Request<Incoming>,
+    trace: &str,
+    ctx: &mut Ctx,
+) -> Result<Resp, ApiError> {
+    let body: DiagnoseBody = json_body(state, req, ctx).await?;
+    check_id("plant_id", &body.plant_id)?;
+    check_id("equipment_id", &body.equipment_id)?;
+    if !state.metrics.labels.plant_allowed(&body.plant_id) {
+        ctx.plant_label = Some(UNKNOWN.to_string());
+        return Err(ApiError::UnknownPlant(body.plant_id));
+    }
+    let m = &state.metrics;
+    let plant = m.labels.plant(&body.plant_id);
+    ctx.plant_label = Some(plant.clone());
+    ctx.plant_id = Some(body.plant_id.clone());
+    ctx.equipment_id = Some(body.equipment_id.clone());
+    let desc = body.problem_description.trim();
+    let chars = desc.chars().count();
+    if !(3..=MAX_DESCRIPTION_CHARS).contains(&chars) {
+        return Err(ApiError::Invalid(format!(
+            "problem_description must be 3 to {MAX_DESCRIPTION_CHARS} characters, got {chars}"
+        )));
+    }
+    if body.observed_defects.len() > MAX_OBSERVATIONS
+        || body.observed_defects.iter().any(|o| {
+            o.label.trim().is_empty() || o.label.len() > 64 || !(0.0..=1.0).contains(&o.confidence)
+        })
+    {
+        return Err(ApiError::Invalid(format!(
+            "observed_defects: at most {MAX_OBSERVATIONS} entries, each a label of 1-64 characters and a confidence in 0..1"
+        )));
+    }
+    let equipment = m.labels.equipment(&plant, &body.equipment_id);
+    m.equipment_requests
+        .with_label_values(&[&plant, &equipment])
+        .inc();
+    info!(trace_id = %trace, user_id = ctx.user_id.as_deref().unwrap_or(""), plant_id = %body.plant_id, equipment_id = %body.equipment_id, "diagnosis_request_received");
+
+    let active = m.active_agents.with_label_values(&[&plant, agent::RAG]);
+    active.inc();
+    let q = Question {
+        plant_id: &body.plant_id,
+        equipment_id: &body.equipment_id,
+        problem_description: desc,
+        observed_defects: &body.observed_defects,
+    };
+    let answer = state.engine.diagnose(&q);
+    active.dec();
+
+    let mut report = answer.report.clone();
+    let mut answered_by = agent::RAG;
+    let mut engine = "bm25-local".to_string();
+    let mut fallback_reason: Option<&'static str> = None;
+    let (mut input_tokens, mut output_tokens) = (answer.input_tokens, answer.output_tokens);
+    if let (Some(llm), true) = (&state.llm, answer.supported) {
+        let active = m
+            .active_agents
+            .with_label_values(&[&plant, agent::LLM_REPORT]);
+        active.inc();
+        let r = llm
+            .write_report(&body.plant_id, &body.equipment_id, desc, &answer.passages)
+            .await;
+        active.dec();
+        match r {
+            Ok(r) => {
+                report = r.text;
+                answered_by = agent::LLM_REPORT;
+                engine = format!("llm:{}", llm.model());
+                if r.input_tokens + r.output_tokens > 0 {
+                    (input_tokens, output_tokens) = (r.input_tokens, r.output_tokens);
+                }
+                let p = &state.prices;
+                let cost = input_tokens as f64 / 1000.0 * p.input_per_1k_usd
+                    + output_tokens as f64 / 1000.0 * p.output_per_1k_usd;
+                m.cost
+                    .with_label_values(&[&plant, agent::LLM_REPORT])
+                    .inc_by(cost);
+            }
+            Err(e) => {
+                fallback_reason = Some(e.reason());
+                m.llm_fallback
+                    .with_label_values(&[&plant, e.reason()])
+                    .inc();
+                warn!(trace_id = %trace, reason = e.reason(), error = %e, "llm_fallback");
+            }
+        }
+    }
+    m.tokens
+        .with_label_values(&[&plant, answered_by, "input"])
+        .inc_by(input_tokens);
+    m.tokens
+        .with_label_values(&[&plant, answered_by, "output"])
+        .inc_by(output_tokens);
+    m.record_answer(&plant, agent::RAG, answer.supported);
+
+    let request_id = Uuid::new_v4();
+    state.recent.insert(
+        request_id,
+        AnswerRecord {
+            plant: plant.clone(),
+            agent_name: agent::RAG,
+        },
+        Instant::now(),
+    );
+    if answer.supported {
+        info!(trace_id = %trace, request_id = %request_id, confidence = answer.confidence, cited = %answer.guidance.cited_documents.join(","), "diagnosis_request_success");
+    } else {
+        warn!(trace_id = %trace, request_id = %request_id, best_relevance = answer.best_relevance, "no_supporting_document");
+    }
+    let v = json!({
+        "request_id": request_id.to_string(),
+        "trace_id": trace,
+        "plant_id": body.plant_id,
+        "equipment_id": body.equipment_id,
+        "vision_analysis": answer.vision,
+        "rag_guidance": answer.guidance,
+        "generated_report": report,
+        "confidence_score": answer.confidence,
+        "answer_status": if answer.supported { "supported" } else { "no_supporting_document" },
+        "hallucination_flag": !answer.supported,
+        "agent": {
+            "name": answered_by,
+            "engine": engine,
+            "fallback": fallback_reason.is_some(),
+            "fallback_reason": fallback_reason,
+        },
+        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+    });
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+#[derive(Deserialize)]
+struct FeedbackBody {
+    request_id: String,
+    score: i64,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+async fn feedback(
+    state: &AppState,
+    req: Request<Incoming>,
+    trace: &str,
+    ctx: &mut Ctx,
+) -> Result<Resp, ApiError> {
+    let body: FeedbackBody = json_body(state, req, ctx).await?;
+    let id = Uuid::parse_str(&body.request_id).map_err(|_| {
+        ApiError::Invalid("request_id must be a UUID returned by /v1/diagnose".into())
+    })?;
+    if !(1..=5).contains(&body.score) {
+        return Err(ApiError::Invalid(format!(
+            "score must be an integer from 1 to 5, got {}",
+            body.score
+        )));
+    }
+    let comment = body.comment.unwrap_or_default();
+    if comment.chars().count() > MAX_COMMENT_CHARS {
+        return Err(ApiError::Invalid(format!(
+            "comment must be at most {MAX_COMMENT_CHARS} characters"
+        )));
+    }
+    let rec = match state.recent.take(&id, Instant::now()) {
+        Lookup::Found(r) => r,
+        Lookup::Unknown => return Err(ApiError::UnknownAnswer(id.to_string())),
+        Lookup::AlreadyRated => return Err(ApiError::AlreadyRated(id.to_string())),
+    };
+    ctx.plant_label = Some(rec.plant.clone());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64();
+    state
+        .metrics
+        .record_feedback(&rec.plant, rec.agent_name, body.score as u8, now);
+    info!(trace_id = %trace, request_id = %id, score = body.score, comment = %comment, "feedback_received");
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"status": "recorded", "request_id": id.to_string(), "score": body.score, "trace_id": trace}),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn trace_id_sources() {
+        assert_eq!(
+            trace_id(&headers(&[("x-request-trace-id", "abc-123")])),
+            "abc-123"
+        );
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            trace_id(&headers(&[("traceparent", tp)])),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        // Malformed header falls through to traceparent, then to a generated id.
+        assert_eq!(
+            trace_id(&headers(&[
+                ("x-request-trace-id", "bad id!"),
+                ("traceparent", tp)
+            ])),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            let t = trace_id(&headers(&[("traceparent", bad)]));
+            assert_eq!(t.len(), 32);
+            assert_ne!(t, "4bf92f3577b34da6a3ce929d0e0e4736");
+        }
+    }
+
+    #[test]
+    fn route_names_are_bounded() {
+        assert_eq!(route_name("/v1/diagnose"), "/v1/diagnose");
+        assert_eq!(route_name("/v1/diagnose/extra"), "none");
+        assert_eq!(route_name("/random-123"), "none");
+    }
+}

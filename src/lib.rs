@@ -1,0 +1,27 @@
+//! copilot-edge: the Manufacturing Copilot on a plant-floor gateway.
+//!
+//! # Layout
+//! - [`cli`]: command-line interface (serve, check-config, print-default-config, spool status).
+//! - [`config`]: TOML → validated [`config::Config`], systemd directories and credentials.
+//! - [`app`]: builds the components from the config, runs them, and shuts them down in order.
+//! - [`http`]: hyper 1.x server, routes and one handler per endpoint; the only hyper user on the
+//!   serving side.
+//! - [`diagnose`]: the engine: knowledge base, BM25 retrieval, answers (pure, synchronous).
+//! - [`auth`]: bearer tokens (SHA-256 at rest, constant-time comparison, first-start token).
+//! - [`llm`]: optional OpenAI-compatible upstream that writes the report, with local fallback.
+//! - [`metrics`]: every Prometheus metric and the cardinality bounds on request labels.
+//! - [`logging`]: JSON log lines to stdout and rotating files, and log shipping to the spool.
+//! - [`recent`]: the bounded window of recent answers that `/v1/feedback` can rate.
+//! - [`notify`]: systemd readiness and watchdog notifications.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod diagnose;
+pub mod http;
+pub mod llm;
+pub mod logging;
+pub mod metrics;
+pub mod notify;
+pub mod recent;

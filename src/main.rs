@@ -1,0 +1,67 @@
+//! The `copilot-edge` executable: CLI → config → logging → app, and exit codes
+//! (0 clean stop, 1 runtime failure, 78 bad configuration).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use copilot_edge::app;
+use copilot_edge::cli::{Cli, Command, SpoolCommand};
+use copilot_edge::config::{self, Environment};
+
+/// EX_CONFIG from sysexits.h; the unit file sets `RestartPreventExitStatus=78`.
+const EX_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = Environment::from_process();
+    let config_path = cli
+        .config
+        .clone()
+        .or_else(|| config::default_config_path(&env));
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::PrintDefaultConfig => {
+            print!("{}", config::DEFAULT_CONFIG_TOML);
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig { path } => match config::load(Some(&path), &env) {
+            Ok(c) => {
+                println!(
+                    "{}: ok (listen {}, {} sink(s) enabled)",
+                    path.display(),
+                    c.server.listen,
+                    usize::from(c.mqtt.is_some()) + usize::from(c.pushgateway.is_some())
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EX_CONFIG)
+            }
+        },
+        Command::Spool {
+            command: SpoolCommand::Status,
+        } => {
+            eprintln!("spool status: this build has no spool yet");
+            ExitCode::FAILURE
+        }
+        Command::Serve => {
+            let mut cfg = match config::load(config_path.as_deref(), &env) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            if let Some(addr) = cli.listen {
+                cfg.server.listen = addr;
+            }
+            match app::run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("copilot-edge: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

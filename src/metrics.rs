@@ -1,0 +1,640 @@
+//! Every metric the agent exports, in one place, so names and labels are reviewable in one file.
+//!
+//! Service metrics keep the names operators already query (`copilot_*` from the reference
+//! service, `http_*` as prometheus-fastapi-instrumentator names them); the agent's own health is
+//! `copilot_edge_<subsystem>_<name>_<unit>`. Every series carries the constant label
+//! `gateway_id` so a fleet can be told apart.
+//!
+//! Cardinality: `plant_id` and `equipment_id` come from request bodies, so they pass through
+//! [`LabelGuard`] first: configured allow-lists, else the first N distinct values, and the rest
+//! collapse into `_other` (counted in `copilot_edge_label_overflow_total`). Recording takes no
+//! global lock: label lookups are read-locked maps, the counters are atomics, and the sliding
+//! windows lock only their own plant's window.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+
+use prometheus::core::Collector;
+use prometheus::{
+    CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::config::{LabelsConfig, MetricsConfig};
+
+/// Latency buckets: fine between 0.1 and 1 s so the 0.5 s SLA resolves well.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+];
+/// The `_other` label value for ids beyond the cardinality bound.
+pub const OTHER: &str = "_other";
+/// The plant label of requests whose plant is not known (bad body, rejected plant).
+pub const UNKNOWN: &str = "_unknown";
+
+/// Agent names, used as the `agent_name` label everywhere.
+pub mod agent {
+    /// The local retrieval engine answering /v1/diagnose.
+    pub const RAG: &str = "rag_agent";
+    /// The upstream LLM that wrote a report.
+    pub const LLM_REPORT: &str = "llm_report_agent";
+    /// /v1/feedback.
+    pub const FEEDBACK: &str = "feedback";
+}
+
+/// Errors building the metric set (a name or label clash: a programming error caught by tests).
+#[derive(Debug, thiserror::Error)]
+#[error("metrics registry: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+/// Bounds the label values that come from requests.
+pub struct LabelGuard {
+    cfg: LabelsConfig,
+    plants: RwLock<HashSet<String>>,
+    equipment: RwLock<HashMap<String, HashSet<String>>>,
+    overflow: IntCounterVec,
+}
+
+impl LabelGuard {
+    /// Whether a plant may use the API at all (only restricted with an allow-list).
+    pub fn plant_allowed(&self, plant: &str) -> bool {
+        self.cfg.plant_ids.is_empty() || self.cfg.plant_ids.contains(plant)
+    }
+
+    /// The label value for a plant id.
+    pub fn plant(&self, plant: &str) -> String {
+        if !self.cfg.plant_ids.is_empty() {
+            return if self.cfg.plant_ids.contains(plant) {
+                plant.to_string()
+            } else {
+                UNKNOWN.to_string()
+            };
+        }
+        if self
+            .plants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(plant)
+        {
+            return plant.to_string();
+        }
+        let mut w = self.plants.write().unwrap_or_else(|e| e.into_inner());
+        if w.contains(plant) || w.len() < self.cfg.max_plants && w.insert(plant.to_string()) {
+            return plant.to_string();
+        }
+        self.overflow.with_label_values(&["plant_id"]).inc();
+        OTHER.to_string()
+    }
+
+    /// The label value for an equipment id of a plant (whose label value is `plant_label`).
+    pub fn equipment(&self, plant_label: &str, equipment: &str) -> String {
+        if !self.cfg.equipment_ids.is_empty() {
+            if self.cfg.equipment_ids.contains(equipment) {
+                return equipment.to_string();
+            }
+            self.overflow.with_label_values(&["equipment_id"]).inc();
+            return OTHER.to_string();
+        }
+        let known = self
+            .equipment
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(plant_label)
+            .is_some_and(|s| s.contains(equipment));
+        if known {
+            return equipment.to_string();
+        }
+        let mut w = self.equipment.write().unwrap_or_else(|e| e.into_inner());
+        let set = w.entry(plant_label.to_string()).or_default();
+        if set.contains(equipment)
+            || set.len() < self.cfg.max_equipment_per_plant && set.insert(equipment.to_string())
+        {
+            return equipment.to_string();
+        }
+        self.overflow.with_label_values(&["equipment_id"]).inc();
+        OTHER.to_string()
+    }
+}
+
+/// A fixed-size window of the most recent values.
+struct Window {
+    values: VecDeque<f64>,
+    cap: usize,
+    sum: f64,
+}
+
+impl Window {
+    fn push(&mut self, v: f64) -> f64 {
+        if self.values.len() == self.cap {
+            self.sum -= self.values.pop_front().unwrap_or(0.0);
+        }
+        self.values.push_back(v);
+        self.sum += v;
+        // Recompute now and then so float drift cannot accumulate.
+        if self.values.len() == self.cap && self.values.len() > 1 && self.sum.to_bits() % 64 == 0 {
+            self.sum = self.values.iter().sum();
+        }
+        self.sum / self.values.len() as f64
+    }
+}
+
+/// Per-plant sliding windows (hallucinations, feedback).
+struct Windows {
+    cap: usize,
+    map: RwLock<HashMap<String, Arc<Mutex<Window>>>>,
+}
+
+impl Windows {
+    fn new(cap: usize) -> Self {
+        Windows {
+            cap,
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+    /// Pushes a value into the plant's window and returns the window's mean.
+    fn push(&self, plant_label: &str, v: f64) -> f64 {
+        let existing = self
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(plant_label)
+            .cloned();
+        let w = existing.unwrap_or_else(|| {
+            let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
+            m.entry(plant_label.to_string())
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(Window {
+                        values: VecDeque::with_capacity(self.cap),
+                        cap: self.cap,
+                        sum: 0.0,
+                    }))
+                })
+                .clone()
+        });
+        let mut g = w.lock().unwrap_or_else(|e| e.into_inner());
+        g.push(v)
+    }
+}
+
+/// The spool's own metrics.
+pub struct SpoolMetrics {
+    pub bytes: IntGauge,
+    pub records: IntGauge,
+    pub oldest_age_seconds: GaugeVec,
+    pub dropped: IntCounterVec,
+    pub corrupt: IntCounter,
+    pub appended: IntCounterVec,
+}
+
+/// Per-sink metrics.
+pub struct SinkMetrics {
+    pub up: IntGaugeVec,
+    pub last_success: GaugeVec,
+    pub sent: IntCounterVec,
+    pub errors: IntCounterVec,
+    pub rejected: IntCounterVec,
+}
+
+/// The whole metric set.
+pub struct Metrics {
+    registry: Registry,
+    pub labels: LabelGuard,
+    pub requests: IntCounterVec,
+    pub answers: IntCounterVec,
+    pub latency: HistogramVec,
+    pub tokens: IntCounterVec,
+    pub cost: CounterVec,
+    pub budget: Gauge,
+    pub hallucinations: IntCounterVec,
+    pub hallucination_rate: GaugeVec,
+    pub feedback_score: GaugeVec,
+    pub feedback_total: IntCounterVec,
+    pub feedback_last: GaugeVec,
+    pub equipment_requests: IntCounterVec,
+    pub active_agents: IntGaugeVec,
+    pub llm_fallback: IntCounterVec,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub log_events_dropped: IntCounter,
+    pub spool: SpoolMetrics,
+    pub sink: SinkMetrics,
+    hallucination_window: Windows,
+    feedback_window: Windows,
+}
+
+fn reg<C: Collector + Clone + 'static>(r: &Registry, c: C) -> Result<C, MetricsError> {
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, MetricsError> {
+    reg(r, IntCounterVec::new(Opts::new(name, help), labels)?)
+}
+
+fn gauge_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<GaugeVec, MetricsError> {
+    reg(r, GaugeVec::new(Opts::new(name, help), labels)?)
+}
+
+impl Metrics {
+    /// Builds and registers every metric. `gateway_id` becomes a constant label of all series.
+    pub fn new(
+        gateway_id: &str,
+        labels: LabelsConfig,
+        windows: &MetricsConfig,
+        budget_usd_per_day: f64,
+    ) -> Result<Metrics, MetricsError> {
+        let r = Registry::new_custom(
+            None,
+            Some(HashMap::from([(
+                "gateway_id".to_string(),
+                gateway_id.to_string(),
+            )])),
+        )?;
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        let pa = &["plant_id", "agent_name"];
+        let overflow = counter_vec(
+            &r,
+            "copilot_edge_label_overflow_total",
+            "Request label values collapsed into _other by the cardinality bound.",
+            &["label"],
+        )?;
+        let build = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new("copilot_edge_build_info", "Build information; always 1."),
+                &["version", "target"],
+            )?,
+        )?;
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), std::env::consts::ARCH])
+            .set(1);
+        let budget = reg(
+            &r,
+            Gauge::new(
+                "copilot_edge_llm_budget_usd_per_day",
+                "Configured daily LLM budget in USD (0 = none).",
+            )?,
+        )?;
+        budget.set(budget_usd_per_day);
+        let m = Metrics {
+            labels: LabelGuard {
+                cfg: labels,
+                plants: RwLock::new(HashSet::new()),
+                equipment: RwLock::new(HashMap::new()),
+                overflow,
+            },
+            requests: counter_vec(
+                &r,
+                "copilot_requests_total",
+                "Copilot API requests (diagnose and feedback).",
+                &["plant_id", "agent_name", "status_code"],
+            )?,
+            answers: counter_vec(
+                &r,
+                "copilot_answers_total",
+                "Diagnose answers produced.",
+                pa,
+            )?,
+            latency: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "copilot_latency_seconds",
+                        "End-to-end copilot request latency.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    pa,
+                )?,
+            )?,
+            tokens: counter_vec(
+                &r,
+                "copilot_llm_token_usage_total",
+                "Tokens used, as reported by the LLM or counted by the local engine.",
+                &["plant_id", "agent_name", "direction"],
+            )?,
+            cost: reg(
+                &r,
+                CounterVec::new(
+                    Opts::new(
+                        "copilot_llm_cost_usd_total",
+                        "Estimated upstream LLM cost in USD.",
+                    ),
+                    pa,
+                )?,
+            )?,
+            budget,
+            hallucinations: counter_vec(
+                &r,
+                "copilot_hallucination_total",
+                "Answers with no supporting document (the agent said it does not know).",
+                pa,
+            )?,
+            hallucination_rate: gauge_vec(
+                &r,
+                "copilot_hallucination_rate",
+                "Share of unsupported answers over the most recent answers window.",
+                pa,
+            )?,
+            feedback_score: gauge_vec(
+                &r,
+                "copilot_user_feedback_score",
+                "Average technician rating (1-5) over the most recent ratings window.",
+                pa,
+            )?,
+            feedback_total: counter_vec(
+                &r,
+                "copilot_user_feedback_total",
+                "Technician ratings received.",
+                pa,
+            )?,
+            feedback_last: gauge_vec(
+                &r,
+                "copilot_user_feedback_last_timestamp_seconds",
+                "Unix time of the latest rating.",
+                pa,
+            )?,
+            equipment_requests: counter_vec(
+                &r,
+                "copilot_equipment_requests_total",
+                "Diagnose requests per equipment.",
+                &["plant_id", "equipment_id"],
+            )?,
+            active_agents: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("copilot_active_agents", "Inferences in flight."),
+                    pa,
+                )?,
+            )?,
+            llm_fallback: counter_vec(
+                &r,
+                "copilot_llm_fallback_total",
+                "Answers served by the local engine because the LLM failed.",
+                &["plant_id", "reason"],
+            )?,
+            http_requests: counter_vec(
+                &r,
+                "http_requests_total",
+                "Total number of requests by method, status and handler.",
+                &["handler", "method", "status"],
+            )?,
+            http_duration: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "http_request_duration_seconds",
+                        "Latency with only few buckets by handler.",
+                    )
+                    .buckets(vec![0.1, 0.5, 1.0]),
+                    &["handler", "method"],
+                )?,
+            )?,
+            log_events_dropped: reg(
+                &r,
+                IntCounter::new(
+                    "copilot_edge_log_events_dropped_total",
+                    "Log events not shipped because the spool queue was full.",
+                )?,
+            )?,
+            spool: SpoolMetrics {
+                bytes: reg(
+                    &r,
+                    IntGauge::new(
+                        "copilot_edge_spool_bytes",
+                        "Bytes of spool segments on disk.",
+                    )?,
+                )?,
+                records: reg(
+                    &r,
+                    IntGauge::new(
+                        "copilot_edge_spool_records",
+                        "Records in the spool not yet delivered to every sink.",
+                    )?,
+                )?,
+                oldest_age_seconds: gauge_vec(
+                    &r,
+                    "copilot_edge_spool_oldest_record_age_seconds",
+                    "Age of the oldest record a sink has not yet delivered.",
+                    &["sink"],
+                )?,
+                dropped: counter_vec(
+                    &r,
+                    "copilot_edge_spool_dropped_records_total",
+                    "Records dropped before delivery.",
+                    &["reason"],
+                )?,
+                corrupt: reg(
+                    &r,
+                    IntCounter::new(
+                        "copilot_edge_spool_corrupt_records_total",
+                        "Records found corrupt or torn and discarded.",
+                    )?,
+                )?,
+                appended: counter_vec(
+                    &r,
+                    "copilot_edge_spool_appended_records_total",
+                    "Records appended to the spool.",
+                    &["kind"],
+                )?,
+            },
+            sink: SinkMetrics {
+                up: reg(
+                    &r,
+                    IntGaugeVec::new(
+                        Opts::new(
+                            "copilot_edge_sink_up",
+                            "1 when the sink's last attempt succeeded.",
+                        ),
+                        &["sink"],
+                    )?,
+                )?,
+                last_success: gauge_vec(
+                    &r,
+                    "copilot_edge_sink_last_success_timestamp_seconds",
+                    "Unix time of the sink's last delivery.",
+                    &["sink"],
+                )?,
+                sent: counter_vec(
+                    &r,
+                    "copilot_edge_sink_sent_records_total",
+                    "Records acknowledged by the sink's receiver.",
+                    &["sink"],
+                )?,
+                errors: counter_vec(
+                    &r,
+                    "copilot_edge_sink_errors_total",
+                    "Failed delivery attempts.",
+                    &["sink", "kind"],
+                )?,
+                rejected: counter_vec(
+                    &r,
+                    "copilot_edge_sink_rejected_records_total",
+                    "Records the receiver refused for good (not retried).",
+                    &["sink"],
+                )?,
+            },
+            hallucination_window: Windows::new(windows.hallucination_window.get()),
+            feedback_window: Windows::new(windows.feedback_window.get()),
+            registry: r,
+        };
+        Ok(m)
+    }
+
+    /// Records an answer's support status and updates the sliding hallucination rate.
+    pub fn record_answer(&self, plant: &str, agent_name: &str, supported: bool) {
+        self.answers.with_label_values(&[plant, agent_name]).inc();
+        if !supported {
+            self.hallucinations
+                .with_label_values(&[plant, agent_name])
+                .inc();
+        }
+        let rate = self
+            .hallucination_window
+            .push(plant, if supported { 0.0 } else { 1.0 });
+        self.hallucination_rate
+            .with_label_values(&[plant, agent_name])
+            .set(rate);
+    }
+
+    /// Records a rating (1..5) at unix time `now`.
+    pub fn record_feedback(&self, plant: &str, agent_name: &str, score: u8, now: f64) {
+        let avg = self.feedback_window.push(plant, score as f64);
+        self.feedback_score
+            .with_label_values(&[plant, agent_name])
+            .set(avg);
+        self.feedback_total
+            .with_label_values(&[plant, agent_name])
+            .inc();
+        self.feedback_last
+            .with_label_values(&[plant, agent_name])
+            .set(now);
+    }
+
+    /// The current state of every metric family.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail for I/O reasons; an invalid family would be a bug.
+        if let Err(e) = TextEncoder::new().encode(&self.gather(), &mut buf) {
+            tracing::error!(error = %e, "metrics_render_failed");
+        }
+        buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::num::NonZeroUsize;
+    use std::time::Duration;
+
+    fn metrics(plants: &[&str], max_plants: usize, max_eq: usize) -> Metrics {
+        let labels = LabelsConfig {
+            plant_ids: plants.iter().map(|s| s.to_string()).collect(),
+            max_plants,
+            equipment_ids: BTreeSet::new(),
+            max_equipment_per_plant: max_eq,
+        };
+        let w = MetricsConfig {
+            hallucination_window: NonZeroUsize::new(4).unwrap(),
+            feedback_window: NonZeroUsize::new(3).unwrap(),
+            snapshot_interval: Duration::from_secs(15),
+        };
+        Metrics::new("gw-1", labels, &w, 0.0).unwrap()
+    }
+
+    #[test]
+    fn plant_labels_are_bounded_without_allow_list() {
+        let m = metrics(&[], 3, 10);
+        let got: Vec<String> = (0..10).map(|i| m.labels.plant(&format!("p{i}"))).collect();
+        assert_eq!(&got[..3], &["p0", "p1", "p2"]);
+        assert!(got[3..].iter().all(|g| g == OTHER));
+        assert_eq!(m.labels.plant("p1"), "p1");
+        assert_eq!(m.labels.overflow.with_label_values(&["plant_id"]).get(), 7);
+    }
+
+    #[test]
+    fn allow_list_rejects_and_labels_unknown() {
+        let m = metrics(&["plant-7"], 3, 10);
+        assert!(m.labels.plant_allowed("plant-7"));
+        assert!(!m.labels.plant_allowed("plant-8"));
+        assert_eq!(m.labels.plant("plant-8"), UNKNOWN);
+    }
+
+    #[test]
+    fn equipment_capped_per_plant() {
+        let m = metrics(&[], 3, 2);
+        let a: Vec<String> = ["e1", "e2", "e3", "e1"]
+            .iter()
+            .map(|e| m.labels.equipment("p", e))
+            .collect();
+        assert_eq!(a, ["e1", "e2", OTHER, "e1"]);
+        assert_eq!(m.labels.equipment("q", "e3"), "e3", "the cap is per plant");
+    }
+
+    #[test]
+    fn windows_track_recent_values() {
+        let m = metrics(&[], 3, 2);
+        for s in [true, false, true, true] {
+            m.record_answer("p", agent::RAG, s);
+        }
+        assert_eq!(
+            m.hallucination_rate
+                .with_label_values(&["p", agent::RAG])
+                .get(),
+            0.25
+        );
+        m.record_answer("p", agent::RAG, true); // window of 4: the `false` is still in
+        assert_eq!(
+            m.hallucination_rate
+                .with_label_values(&["p", agent::RAG])
+                .get(),
+            0.25
+        );
+        m.record_answer("p", agent::RAG, true); // now it has left
+        assert_eq!(
+            m.hallucination_rate
+                .with_label_values(&["p", agent::RAG])
+                .get(),
+            0.0
+        );
+        for s in [5, 4, 3, 1] {
+            m.record_feedback("p", agent::RAG, s, 100.0);
+        }
+        assert!(
+            (m.feedback_score.with_label_values(&["p", agent::RAG]).get() - 8.0 / 3.0).abs() < 1e-9
+        );
+        assert_eq!(
+            m.feedback_total.with_label_values(&["p", agent::RAG]).get(),
+            4
+        );
+    }
+
+    #[test]
+    fn render_has_constant_gateway_label() {
+        let m = metrics(&[], 3, 2);
+        m.requests
+            .with_label_values(&["p", agent::RAG, "200"])
+            .inc();
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains("copilot_requests_total{agent_name=\"rag_agent\",plant_id=\"p\",status_code=\"200\",gateway_id=\"gw-1\"} 1"), "{text}");
+        assert!(text.contains("copilot_edge_build_info"));
+    }
+}
