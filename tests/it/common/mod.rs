@@ -1,0 +1,208 @@
+//! Shared helpers: run the real `copilot-edge` executable, talk raw HTTP/1.1 to it, start real
+//! services (Prometheus, Pushgateway, Mosquitto) on loopback, and small in-test fakes.
+
+#![allow(dead_code)]
+
+pub mod http;
+pub mod services;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use self::http::{request, Response};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_copilot-edge");
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("ce-it-{tag}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > end {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// SHA-256 hex of a token, for `[[auth.tokens]]`.
+pub fn sha256_hex(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The token every test config accepts.
+pub const TOKEN: &str = "test-token-technician-42";
+
+/// A config with test directories and one known token, plus `extra` TOML appended.
+pub fn config_with(dir: &Path, extra: &str) -> String {
+    format!(
+        "[paths]\nstate_dir = {:?}\nlog_dir = {:?}\n\n[identity]\ngateway_id = \"gw-test\"\nsite_plant_id = \"plant-7\"\n\n[[auth.tokens]]\nuser_id = \"technician-42\"\nsha256 = \"{}\"\n\n{extra}",
+        dir.join("state").display().to_string(),
+        dir.join("logs").display().to_string(),
+        sha256_hex(TOKEN)
+    )
+}
+
+/// A running agent.
+pub struct Agent {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    pub config: PathBuf,
+}
+
+impl Agent {
+    /// Starts the agent with `config_toml` written into `dir`, on 127.0.0.1:0.
+    pub fn start(dir: &Path, config_toml: &str) -> Agent {
+        Self::start_env(dir, config_toml, &[])
+    }
+
+    pub fn start_env(dir: &Path, config_toml: &str, env: &[(&str, &str)]) -> Agent {
+        let config = dir.join("copilot-edge.toml");
+        std::fs::write(&config, config_toml).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config"]).arg(&config).args(["--listen", "127.0.0.1:0"]).current_dir(dir);
+        cmd.env_remove("NOTIFY_SOCKET").env_remove("WATCHDOG_USEC").env_remove("STATE_DIRECTORY").env_remove("LOGS_DIRECTORY");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self::spawn(cmd, dir.to_path_buf(), config)
+    }
+
+    /// Spawns a prepared command and waits for its `listening` event.
+    pub fn spawn(mut cmd: Command, dir: PathBuf, config: PathBuf) -> Agent {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn copilot-edge");
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                match line {
+                    Ok(l) => l2.lock().unwrap().push(l),
+                    Err(_) => break,
+                }
+            }
+        });
+        let l3 = lines.clone();
+        let mut agent = Agent { child, addr: "127.0.0.1:1".parse().unwrap(), dir, stdout: lines, config };
+        let addr = wait_for("listening event", Duration::from_secs(20), || {
+            if let Ok(Some(st)) = agent.child.try_wait() {
+                panic!("agent exited early with {st}: {:?}", l3.lock().unwrap());
+            }
+            l3.lock().unwrap().iter().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                (v["event"] == "listening").then(|| v["addr"].as_str().unwrap().parse::<SocketAddr>().unwrap())
+            })
+        });
+        agent.addr = addr;
+        agent
+    }
+
+    /// Parsed JSON log lines seen on stdout so far.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stdout.lock().unwrap().iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Waits until an event named `name` satisfying `pred` appears on stdout.
+    pub fn wait_event(&self, name: &str, timeout: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        wait_for(&format!("event {name}"), timeout, || self.events().into_iter().find(|e| e["event"] == name && pred(e)))
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        request(self.addr, "GET", path, &[], b"")
+    }
+
+    /// Authenticated JSON POST.
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> Response {
+        let auth = format!("Bearer {TOKEN}");
+        request(self.addr, "POST", path, &[("Authorization", &auth), ("Content-Type", "application/json")], body.to_string().as_bytes())
+    }
+
+    pub fn diagnose(&self, plant: &str, equipment: &str, text: &str) -> Response {
+        self.post("/v1/diagnose", &serde_json::json!({"plant_id": plant, "equipment_id": equipment, "problem_description": text}))
+    }
+
+    /// Value of one sample in the agent's /metrics (labels given as `k="v"` pairs that must all
+    /// be present), or None.
+    pub fn metric(&self, name: &str, labels: &[&str]) -> Option<f64> {
+        let text = self.get("/metrics").text();
+        metric_in(&text, name, labels)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// SIGTERM and wait for exit (deadline 20 s).
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        let st = wait_for("agent exit", Duration::from_secs(20), || self.child.try_wait().unwrap());
+        std::mem::forget(self);
+        st
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Finds a sample in Prometheus text.
+pub fn metric_in(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+        (n == name && labels.iter().all(|kv| rest.contains(kv))).then(|| value.parse().ok())?
+    })
+}
+
+/// A free loopback port (bound then released; fine for services we start right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs the binary with arguments, returning (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).current_dir(cwd).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}

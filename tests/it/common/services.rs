@@ -1,0 +1,269 @@
+//! Real services from Debian's packages, started on loopback ports for one test and stopped on
+//! drop, and a fake OpenAI-compatible LLM (the only stand-in the suite uses).
+//!
+//! The services must be installed (`tests/run` installs them); a missing binary fails the test
+//! with a message saying so, it is never skipped.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{free_port, request, wait_for, TempDir};
+
+fn need(bin: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/bin", "/usr/sbin"]) {
+        let p = Path::new(dir).join(bin);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("`{bin}` is not installed: run tests/run, which installs the Debian packages the tests need");
+}
+
+/// A background service process, killed on drop.
+pub struct Service {
+    pub child: Child,
+    pub port: u16,
+    pub dir: TempDir,
+    pub name: &'static str,
+}
+
+impl Service {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    /// Stops the service (SIGTERM, then SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_http_ok(url: &str, what: &str) {
+    let addr: SocketAddr = url.trim_start_matches("http://").split('/').next().unwrap().parse().unwrap();
+    let path = format!("/{}", url.trim_start_matches("http://").split_once('/').map_or("", |(_, p)| p));
+    wait_for(what, Duration::from_secs(30), || {
+        std::net::TcpStream::connect(addr).ok()?;
+        (request(addr, "GET", &path, &[], b"").status == 200).then_some(())
+    });
+}
+
+/// Prometheus scraping `targets` (host:port) every second, with optional rule files and
+/// Alertmanager; remote-write receiver on, with an out-of-order window of `ooo_window`.
+pub fn prometheus(targets: &[SocketAddr], rule_files: &[PathBuf], alertmanager: Option<SocketAddr>, extra_args: &[&str]) -> Service {
+    let bin = need("prometheus");
+    let dir = TempDir::new("prom");
+    let port = free_port();
+    let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+    let rules: Vec<String> = rule_files.iter().map(|r| format!("'{}'", r.display())).collect();
+    let am = alertmanager.map_or(String::new(), |a| format!("alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{a}']\n"));
+    let cfg = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nstorage:\n  tsdb:\n    out_of_order_time_window: 3h\nrule_files: [{}]\n{am}scrape_configs:\n  - job_name: copilot-edge\n    static_configs:\n      - targets: [{}]\n",
+        rules.join(", "),
+        targets.join(", ")
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), cfg).unwrap();
+    let child = Command::new(bin)
+        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(["--web.enable-lifecycle", "--web.enable-remote-write-receiver", "--rules.alert.resend-delay=1s"])
+        .args(extra_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = Service { child, port, dir, name: "prometheus" };
+    wait_http_ok(&format!("{}/-/ready", s.url()), "prometheus ready");
+    s
+}
+
+/// Runs a PromQL instant query; returns the `data.result` array.
+pub fn prom_query(prom: &Service, q: &str) -> serde_json::Value {
+    let path = format!("/api/v1/query?query={}", urlencode(q));
+    let r = request(prom.addr(), "GET", &path, &[], b"");
+    let v = r.json();
+    assert_eq!(v["status"], "success", "query {q}: {}", r.text());
+    v["data"]["result"].clone()
+}
+
+/// A scalar from a query returning one sample.
+pub fn prom_value(prom: &Service, q: &str) -> Option<f64> {
+    let r = prom_query(prom, q);
+    let first = r.as_array()?.first()?;
+    first["value"][1].as_str()?.parse().ok()
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A Pushgateway without persistence.
+pub fn pushgateway_on(port: u16) -> Service {
+    let bin = need("prometheus-pushgateway");
+    let dir = TempDir::new("pgw");
+    let child = Command::new(bin)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--persistence.file=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = Service { child, port, dir, name: "pushgateway" };
+    wait_http_ok(&format!("{}/-/ready", s.url()), "pushgateway ready");
+    s
+}
+
+/// A Mosquitto broker on `port` with persistence in `data` (kept across restarts).
+pub fn mosquitto_on(port: u16, data: &Path) -> Service {
+    let bin = need("mosquitto");
+    let dir = TempDir::new("mqtt");
+    std::fs::create_dir_all(data).unwrap();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nlog_dest stderr\npersistence true\npersistence_location {}/\nmax_queued_messages 1000000\nmessage_size_limit 0\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let s = Service { child, port, dir, name: "mosquitto" };
+    wait_for("mosquitto ready", Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
+    s
+}
+
+/// An Alertmanager routing to webhook receivers; `config` is the YAML text.
+pub fn alertmanager(config: &str) -> Service {
+    let bin = need("prometheus-alertmanager");
+    let dir = TempDir::new("am");
+    let port = free_port();
+    std::fs::write(dir.path().join("alertmanager.yml"), config).unwrap();
+    let child = Command::new(bin)
+        .arg(format!("--config.file={}", dir.path().join("alertmanager.yml").display()))
+        .arg(format!("--storage.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = Service { child, port, dir, name: "alertmanager" };
+    wait_http_ok(&format!("{}/-/ready", s.url()), "alertmanager ready");
+    s
+}
+
+/// How the fake LLM behaves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LlmMode {
+    /// Answer a chat completion with usage 111 / 22.
+    Ok,
+    /// Sleep this long before answering.
+    Slow(Duration),
+    /// Answer 500.
+    Error,
+}
+
+/// A fake OpenAI-compatible chat-completions server (std threads).
+pub struct FakeLlm {
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicU64>,
+    pub last_body: Arc<std::sync::Mutex<String>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeLlm {
+    pub fn start(mode: LlmMode) -> FakeLlm {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let requests = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let last_body = Arc::new(std::sync::Mutex::new(String::new()));
+        let (r2, s2, b2) = (requests.clone(), stop.clone(), last_body.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                if s2.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(mut c) = conn else { continue };
+                let (r3, b3) = (r2.clone(), b2.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(c.try_clone().unwrap());
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    let _ = reader.read_exact(&mut body);
+                    *b3.lock().unwrap() = String::from_utf8_lossy(&body).into_owned();
+                    r3.fetch_add(1, Ordering::Relaxed);
+                    let (status, resp) = match mode {
+                        LlmMode::Error => ("500 Internal Server Error", "{\"error\":\"boom\"}".to_string()),
+                        LlmMode::Slow(d) => {
+                            std::thread::sleep(d);
+                            ("200 OK", completion())
+                        }
+                        LlmMode::Ok => ("200 OK", completion()),
+                    };
+                    let _ = write!(c, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{resp}", resp.len());
+                });
+            }
+        });
+        FakeLlm { addr, requests, last_body, stop }
+    }
+}
+
+fn completion() -> String {
+    serde_json::json!({
+        "id": "chatcmpl-test", "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "LLM REPORT: follow SOP-HYD-001 [SOP-HYD-001]."}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 111, "completion_tokens": 22, "total_tokens": 133}
+    })
+    .to_string()
+}
+
+impl Drop for FakeLlm {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
+}

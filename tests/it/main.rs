@@ -1,0 +1,4 @@
+//! Integration tests: one binary, real `copilot-edge` processes, real services on loopback.
+
+mod api;
+mod common;
