@@ -55,7 +55,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 /// SHA-256 hex of a token, for `[[auth.tokens]]`.
 pub fn sha256_hex(token: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The token every test config accepts.
@@ -90,8 +93,14 @@ impl Agent {
         let config = dir.join("copilot-edge.toml");
         std::fs::write(&config, config_toml).unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--config"]).arg(&config).args(["--listen", "127.0.0.1:0"]).current_dir(dir);
-        cmd.env_remove("NOTIFY_SOCKET").env_remove("WATCHDOG_USEC").env_remove("STATE_DIRECTORY").env_remove("LOGS_DIRECTORY");
+        cmd.args(["serve", "--config"])
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0"])
+            .current_dir(dir);
+        cmd.env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("STATE_DIRECTORY")
+            .env_remove("LOGS_DIRECTORY");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -100,7 +109,11 @@ impl Agent {
 
     /// Spawns a prepared command and waits for its `listening` event.
     pub fn spawn(mut cmd: Command, dir: PathBuf, config: PathBuf) -> Agent {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn copilot-edge");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn copilot-edge");
         let out = child.stdout.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let l2 = lines.clone();
@@ -113,14 +126,21 @@ impl Agent {
             }
         });
         let l3 = lines.clone();
-        let mut agent = Agent { child, addr: "127.0.0.1:1".parse().unwrap(), dir, stdout: lines, config };
+        let mut agent = Agent {
+            child,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            dir,
+            stdout: lines,
+            config,
+        };
         let addr = wait_for("listening event", Duration::from_secs(20), || {
             if let Ok(Some(st)) = agent.child.try_wait() {
                 panic!("agent exited early with {st}: {:?}", l3.lock().unwrap());
             }
             l3.lock().unwrap().iter().find_map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                (v["event"] == "listening").then(|| v["addr"].as_str().unwrap().parse::<SocketAddr>().unwrap())
+                (v["event"] == "listening")
+                    .then(|| v["addr"].as_str().unwrap().parse::<SocketAddr>().unwrap())
             })
         });
         agent.addr = addr;
@@ -129,12 +149,26 @@ impl Agent {
 
     /// Parsed JSON log lines seen on stdout so far.
     pub fn events(&self) -> Vec<serde_json::Value> {
-        self.stdout.lock().unwrap().iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Waits until an event named `name` satisfying `pred` appears on stdout.
-    pub fn wait_event(&self, name: &str, timeout: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        wait_for(&format!("event {name}"), timeout, || self.events().into_iter().find(|e| e["event"] == name && pred(e)))
+    pub fn wait_event(
+        &self,
+        name: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        wait_for(&format!("event {name}"), timeout, || {
+            self.events()
+                .into_iter()
+                .find(|e| e["event"] == name && pred(e))
+        })
     }
 
     pub fn get(&self, path: &str) -> Response {
@@ -144,7 +178,16 @@ impl Agent {
     /// Authenticated JSON POST.
     pub fn post(&self, path: &str, body: &serde_json::Value) -> Response {
         let auth = format!("Bearer {TOKEN}");
-        request(self.addr, "POST", path, &[("Authorization", &auth), ("Content-Type", "application/json")], body.to_string().as_bytes())
+        request(
+            self.addr,
+            "POST",
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        )
     }
 
     pub fn diagnose(&self, plant: &str, equipment: &str, text: &str) -> Response {
@@ -167,7 +210,9 @@ impl Agent {
     /// SIGTERM and wait for exit (deadline 20 s).
     pub fn stop(mut self) -> ExitStatus {
         self.signal(libc::SIGTERM);
-        let st = wait_for("agent exit", Duration::from_secs(20), || self.child.try_wait().unwrap());
+        let st = wait_for("agent exit", Duration::from_secs(20), || {
+            self.child.try_wait().unwrap()
+        });
         std::mem::forget(self);
         st
     }
@@ -198,11 +243,23 @@ pub fn metric_in(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 /// A free loopback port (bound then released; fine for services we start right after).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Runs the binary with arguments, returning (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], cwd: &Path) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).current_dir(cwd).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

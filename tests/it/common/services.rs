@@ -15,7 +15,11 @@ use std::time::Duration;
 use super::{free_port, request, wait_for, TempDir};
 
 fn need(bin: &str) -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/bin", "/usr/sbin"]) {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/bin", "/usr/sbin"])
+    {
         let p = Path::new(dir).join(bin);
         if p.is_file() {
             return p;
@@ -64,8 +68,19 @@ impl Drop for Service {
 }
 
 fn wait_http_ok(url: &str, what: &str) {
-    let addr: SocketAddr = url.trim_start_matches("http://").split('/').next().unwrap().parse().unwrap();
-    let path = format!("/{}", url.trim_start_matches("http://").split_once('/').map_or("", |(_, p)| p));
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let path = format!(
+        "/{}",
+        url.trim_start_matches("http://")
+            .split_once('/')
+            .map_or("", |(_, p)| p)
+    );
     wait_for(what, Duration::from_secs(30), || {
         std::net::TcpStream::connect(addr).ok()?;
         (request(addr, "GET", &path, &[], b"").status == 200).then_some(())
@@ -74,13 +89,23 @@ fn wait_http_ok(url: &str, what: &str) {
 
 /// Prometheus scraping `targets` (host:port) every second, with optional rule files and
 /// Alertmanager; remote-write receiver on, with an out-of-order window of `ooo_window`.
-pub fn prometheus(targets: &[SocketAddr], rule_files: &[PathBuf], alertmanager: Option<SocketAddr>, extra_args: &[&str]) -> Service {
+pub fn prometheus(
+    targets: &[SocketAddr],
+    rule_files: &[PathBuf],
+    alertmanager: Option<SocketAddr>,
+    extra_args: &[&str],
+) -> Service {
     let bin = need("prometheus");
     let dir = TempDir::new("prom");
     let port = free_port();
     let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-    let rules: Vec<String> = rule_files.iter().map(|r| format!("'{}'", r.display())).collect();
-    let am = alertmanager.map_or(String::new(), |a| format!("alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{a}']\n"));
+    let rules: Vec<String> = rule_files
+        .iter()
+        .map(|r| format!("'{}'", r.display()))
+        .collect();
+    let am = alertmanager.map_or(String::new(), |a| {
+        format!("alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{a}']\n")
+    });
     let cfg = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nstorage:\n  tsdb:\n    out_of_order_time_window: 3h\nrule_files: [{}]\n{am}scrape_configs:\n  - job_name: copilot-edge\n    static_configs:\n      - targets: [{}]\n",
         rules.join(", "),
@@ -88,16 +113,31 @@ pub fn prometheus(targets: &[SocketAddr], rule_files: &[PathBuf], alertmanager: 
     );
     std::fs::write(dir.path().join("prometheus.yml"), cfg).unwrap();
     let child = Command::new(bin)
-        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .args(["--web.enable-lifecycle", "--web.enable-remote-write-receiver", "--rules.alert.resend-delay=1s"])
+        .args([
+            "--web.enable-lifecycle",
+            "--web.enable-remote-write-receiver",
+            "--rules.alert.resend-delay=1s",
+        ])
         .args(extra_args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let s = Service { child, port, dir, name: "prometheus" };
+    let s = Service {
+        child,
+        port,
+        dir,
+        name: "prometheus",
+    };
     wait_http_ok(&format!("{}/-/ready", s.url()), "prometheus ready");
     s
 }
@@ -121,7 +161,9 @@ pub fn prom_value(prom: &Service, q: &str) -> Option<f64> {
 pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -138,7 +180,12 @@ pub fn pushgateway_on(port: u16) -> Service {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let s = Service { child, port, dir, name: "pushgateway" };
+    let s = Service {
+        child,
+        port,
+        dir,
+        name: "pushgateway",
+    };
     wait_http_ok(&format!("{}/-/ready", s.url()), "pushgateway ready");
     s
 }
@@ -157,9 +204,24 @@ pub fn mosquitto_on(port: u16, data: &Path) -> Service {
         ),
     )
     .unwrap();
-    let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let s = Service { child, port, dir, name: "mosquitto" };
-    wait_for("mosquitto ready", Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = Service {
+        child,
+        port,
+        dir,
+        name: "mosquitto",
+    };
+    wait_for("mosquitto ready", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    });
     s
 }
 
@@ -170,15 +232,26 @@ pub fn alertmanager(config: &str) -> Service {
     let port = free_port();
     std::fs::write(dir.path().join("alertmanager.yml"), config).unwrap();
     let child = Command::new(bin)
-        .arg(format!("--config.file={}", dir.path().join("alertmanager.yml").display()))
-        .arg(format!("--storage.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("alertmanager.yml").display()
+        ))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--cluster.listen-address=")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let s = Service { child, port, dir, name: "alertmanager" };
+    let s = Service {
+        child,
+        port,
+        dir,
+        name: "alertmanager",
+    };
     wait_http_ok(&format!("{}/-/ready", s.url()), "alertmanager ready");
     s
 }
@@ -192,6 +265,8 @@ pub enum LlmMode {
     Slow(Duration),
     /// Answer 500.
     Error,
+    /// Odd-numbered requests (1st, 3rd, ...) get 500, the others a completion.
+    Alternate,
 }
 
 /// A fake OpenAI-compatible chat-completions server (std threads).
@@ -235,9 +310,17 @@ impl FakeLlm {
                     let mut body = vec![0; len];
                     let _ = reader.read_exact(&mut body);
                     *b3.lock().unwrap() = String::from_utf8_lossy(&body).into_owned();
-                    r3.fetch_add(1, Ordering::Relaxed);
+                    let n = r3.fetch_add(1, Ordering::Relaxed) + 1;
+                    let mode = match mode {
+                        LlmMode::Alternate if n % 2 == 1 => LlmMode::Error,
+                        LlmMode::Alternate => LlmMode::Ok,
+                        m => m,
+                    };
                     let (status, resp) = match mode {
-                        LlmMode::Error => ("500 Internal Server Error", "{\"error\":\"boom\"}".to_string()),
+                        LlmMode::Error | LlmMode::Alternate => (
+                            "500 Internal Server Error",
+                            "{\"error\":\"boom\"}".to_string(),
+                        ),
                         LlmMode::Slow(d) => {
                             std::thread::sleep(d);
                             ("200 OK", completion())
@@ -248,7 +331,12 @@ impl FakeLlm {
                 });
             }
         });
-        FakeLlm { addr, requests, last_body, stop }
+        FakeLlm {
+            addr,
+            requests,
+            last_body,
+            stop,
+        }
     }
 }
 
