@@ -115,7 +115,8 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let heartbeat = Heartbeat::default();
+    let watchdog = notify::watchdog_interval();
+    let heartbeat = Heartbeat::for_watchdog(watchdog);
     let notifier = Notifier::from_env();
 
     let http_task = tracker.spawn(http::serve(
@@ -124,7 +125,7 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
         shutdown.child_token(),
         heartbeat.clone(),
     ));
-    if let Some(interval) = notify::watchdog_interval() {
+    if let Some(interval) = watchdog {
         tracker.spawn(notify::run_watchdog(
             notifier.clone(),
             interval,

@@ -7,12 +7,14 @@
 //! - [`http`]: hyper 1.x server, routes and one handler per endpoint; the only hyper user on the
 //!   serving side.
 //! - [`diagnose`]: the engine: knowledge base, BM25 retrieval, answers (pure, synchronous).
+//! - [`httpc`]: a minimal outbound HTTP/1.1 client (LLM, Pushgateway).
 //! - [`auth`]: bearer tokens (SHA-256 at rest, constant-time comparison, first-start token).
 //! - [`llm`]: optional OpenAI-compatible upstream that writes the report, with local fallback.
 //! - [`metrics`]: every Prometheus metric and the cardinality bounds on request labels.
 //! - [`logging`]: JSON log lines to stdout and rotating files, and log shipping to the spool.
 //! - [`recent`]: the bounded window of recent answers that `/v1/feedback` can rate.
 //! - [`notify`]: systemd readiness and watchdog notifications.
+//! - [`spool`]: the on-disk, append-only, crash-safe buffer of telemetry records.
 
 pub mod app;
 pub mod auth;
@@ -20,8 +22,10 @@ pub mod cli;
 pub mod config;
 pub mod diagnose;
 pub mod http;
+pub mod httpc;
 pub mod llm;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod recent;
+pub mod spool;

@@ -9,14 +9,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::net::TcpStream;
 
 use crate::config::LlmConfig;
+use crate::httpc::{self, HttpcError};
 
 /// Largest upstream response accepted.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -127,27 +125,6 @@ impl LlmClient {
             "temperature": 0.2,
             "stream": false,
         });
-        match tokio::time::timeout(self.cfg.timeout, self.exchange(body.to_string())).await {
-            Ok(r) => r,
-            Err(_) => Err(LlmError::Timeout(self.cfg.timeout)),
-        }
-    }
-
-    async fn exchange(&self, body: String) -> Result<LlmReport, LlmError> {
-        let stream = TcpStream::connect(&self.cfg.authority)
-            .await
-            .map_err(|source| LlmError::Unreachable {
-                authority: self.cfg.authority.clone(),
-                source,
-            })?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| LlmError::Http(e.to_string()))?;
-        tokio::spawn(async move {
-            // The connection ends when the exchange completes or the caller's timeout drops it.
-            let _ = conn.await;
-        });
         let mut req = hyper::Request::post(&self.cfg.path)
             .header(hyper::header::HOST, &self.cfg.authority)
             .header(hyper::header::CONTENT_TYPE, "application/json");
@@ -158,19 +135,23 @@ impl LlmClient {
             );
         }
         let req = req
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| LlmError::Http(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| LlmError::Http(e.to_string()))?;
-        let status = resp.status();
-        let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-            .map_err(|e| LlmError::Http(format!("reading body: {e}")))?
-            .to_bytes();
-        if !status.is_success() {
+        let (status, bytes) = httpc::send(
+            &self.cfg.authority,
+            req,
+            self.cfg.timeout,
+            MAX_RESPONSE_BYTES,
+        )
+        .await
+        .map_err(|e| match e {
+            HttpcError::Timeout(d) => LlmError::Timeout(d),
+            HttpcError::Connect { authority, source } => {
+                LlmError::Unreachable { authority, source }
+            }
+            HttpcError::Http(m) => LlmError::Http(m),
+        })?;
+        if !(200..300).contains(&status) {
             return Err(LlmError::Http(format!("status {status}")));
         }
         parse_response(&bytes)

@@ -83,6 +83,8 @@ pub fn watchdog_interval() -> Option<Duration> {
 pub struct Heartbeat {
     start: Instant,
     last_ms: Arc<AtomicU64>,
+    /// How often the beating loop should beat while idle.
+    pub every: Duration,
 }
 
 impl Default for Heartbeat {
@@ -90,11 +92,23 @@ impl Default for Heartbeat {
         Heartbeat {
             start: Instant::now(),
             last_ms: Arc::new(AtomicU64::new(0)),
+            every: Duration::from_secs(1),
         }
     }
 }
 
 impl Heartbeat {
+    /// A heartbeat that beats often enough for a watchdog of `interval` (four beats per interval).
+    pub fn for_watchdog(interval: Option<Duration>) -> Self {
+        let every = interval.map_or(Duration::from_secs(1), |i| {
+            (i / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+        });
+        Heartbeat {
+            every,
+            ..Default::default()
+        }
+    }
+
     /// Records progress now.
     pub fn beat(&self) {
         self.last_ms

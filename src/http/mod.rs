@@ -89,23 +89,25 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(state.server.header_read_timeout)
         .keep_alive(true);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(heartbeat.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut accept_errors = 0u32;
     heartbeat.beat();
+    let mut slot: Option<tokio::sync::OwnedSemaphorePermit> = None;
     loop {
-        // Take a connection slot first, so connections over the limit wait in the kernel's
-        // backlog instead of being accepted and starved. Both futures are cancel-safe.
-        let permit = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => { heartbeat.beat(); continue; }
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
+        // Take a connection slot before accepting, so connections over the limit wait in the
+        // kernel's backlog instead of being accepted and starved. The tick keeps the watchdog
+        // heartbeat going while idle; it only beats when this loop is really turning. All three
+        // futures are cancel-safe.
         let (stream, _peer) = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
+            _ = tick.tick() => { heartbeat.beat(); continue; }
+            p = limit.clone().acquire_owned(), if slot.is_none() => match p {
+                Ok(p) => { slot = Some(p); continue; }
+                Err(_) => break,
+            },
+            r = listener.accept(), if slot.is_some() => match r {
                 Ok(s) => { accept_errors = 0; s }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning; give up only if it persists.
@@ -117,6 +119,7 @@ pub async fn serve(
                 }
             },
         };
+        let Some(permit) = slot.take() else { continue };
         heartbeat.beat();
         let _ = stream.set_nodelay(true);
         let st = state.clone();

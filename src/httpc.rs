@@ -1,0 +1,77 @@
+//! A minimal outbound HTTP/1.1 client on hyper's connection API: one request per connection,
+//! the whole exchange under one deadline, the response body size-limited. Used by the LLM
+//! client and the HTTP sinks, which send a handful of requests a second at most, so connection
+//! pooling would buy nothing but code.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpcError {
+    /// No response within the deadline.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// TCP connect failed.
+    #[error("cannot connect to {authority}: {source}")]
+    Connect {
+        /// host:port
+        authority: String,
+        /// The connect error.
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed (connection reset, protocol error, oversized body).
+    #[error("http: {0}")]
+    Http(String),
+}
+
+/// Sends `req` to `authority` (host:port) and returns status and body.
+pub async fn send(
+    authority: &str,
+    req: Request<Full<Bytes>>,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<(u16, Bytes), HttpcError> {
+    match tokio::time::timeout(timeout, exchange(authority, req, max_body)).await {
+        Ok(r) => r,
+        Err(_) => Err(HttpcError::Timeout(timeout)),
+    }
+}
+
+async fn exchange(
+    authority: &str,
+    req: Request<Full<Bytes>>,
+    max_body: usize,
+) -> Result<(u16, Bytes), HttpcError> {
+    let stream = TcpStream::connect(authority)
+        .await
+        .map_err(|source| HttpcError::Connect {
+            authority: authority.to_string(),
+            source,
+        })?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| HttpcError::Http(e.to_string()))?;
+    tokio::spawn(async move {
+        // Ends when the exchange completes or the caller's deadline drops the sender.
+        let _ = conn.await;
+    });
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| HttpcError::Http(e.to_string()))?;
+    let status = resp.status().as_u16();
+    let body = Limited::new(resp.into_body(), max_body)
+        .collect()
+        .await
+        .map_err(|e| HttpcError::Http(format!("reading body: {e}")))?
+        .to_bytes();
+    Ok((status, body))
+}

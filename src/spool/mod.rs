@@ -1,0 +1,879 @@
+//! The spool: an on-disk, append-only buffer of telemetry records (metrics snapshots and log
+//! events) that sinks drain in order and acknowledge.
+//!
+//! # Layout
+//! `<dir>/segments/<first seq, 20 digits>.seg` holds records in the format of [`segment`];
+//! `<dir>/cursors/<sink>.ack` holds the highest sequence number the sink has delivered, so every
+//! record up to it may be forgotten by that sink.
+//!
+//! # Invariants
+//! - Sequence numbers strictly increase across restarts: after a restart the next one is above
+//!   both the newest record on disk and every cursor (a consumer that drops duplicates by
+//!   sequence number never drops new data).
+//! - A record is appended with one `write(2)` before `append` returns, so it survives the agent
+//!   being killed; `fdatasync` runs at least every second (`flush`) and on shutdown, so power
+//!   loss costs at most about a second of records.
+//! - Delivery is at-least-once: a sink acknowledges a record only after its receiver did (an
+//!   MQTT PUBACK, an HTTP 2xx); cursors are written crash-safely (write, fsync, rename, fsync the
+//!   directory) at most once a second, so a crash can only cause re-delivery, never loss.
+//! - On open, every segment is checked: a torn tail is cut off, a damaged region is skipped (the
+//!   segment is rewritten with its intact records), and what was lost is counted in
+//!   `copilot_edge_spool_corrupt_records_total`. Opening never fails because of damaged data.
+//! - Disk use stays under `max_bytes`: before an append that would pass it, the oldest segments
+//!   are deleted and their undelivered records counted as dropped (`reason="max_bytes"`). Below
+//!   the free-space floor nothing is written and the new records are counted as dropped
+//!   (`reason="disk_floor"`).
+//! - Segments every sink has delivered are deleted.
+//!
+//! The spool knows nothing of sinks beyond their names; sinks know nothing of files.
+
+pub mod segment;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use self::segment::{Decoded, Kind, Record};
+use crate::config::{Config, SpoolConfig};
+use crate::metrics::Metrics;
+
+/// Errors of the spool.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// A file or directory operation failed.
+    #[error("spool {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Current unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[derive(Debug, Clone)]
+struct SegmentMeta {
+    path: PathBuf,
+    first_seq: u64,
+    last_seq: u64,
+    first_ts_ms: i64,
+    records: u64,
+    bytes: u64,
+    /// (seq, offset) samples, one every few records, to start reads near the right place.
+    index: Vec<(u64, u64)>,
+}
+
+const INDEX_EVERY: u64 = 64;
+const READ_CHUNK: u64 = 256 * 1024;
+
+#[derive(Debug)]
+struct Cursor {
+    acked: u64,
+    persisted: u64,
+}
+
+struct Inner {
+    dir: PathBuf,
+    cfg: SpoolConfig,
+    segments: Vec<SegmentMeta>,
+    active: Option<File>,
+    next_seq: u64,
+    cursors: BTreeMap<String, Cursor>,
+    total_bytes: u64,
+    unsynced: bool,
+    last_cursor_persist: Instant,
+    buf: Vec<u8>,
+}
+
+/// A summary of the backlog, for `spool status` and metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backlog {
+    pub sink: String,
+    pub acked: u64,
+    pub pending_records: u64,
+    pub oldest_pending_ts_ms: Option<i64>,
+}
+
+/// The spool. Cheap to share (`Arc`); all methods take `&self`.
+pub struct Spool {
+    inner: Mutex<Inner>,
+    metrics: Arc<Metrics>,
+    /// Woken after every append, so sinks wait without polling.
+    pub appended: tokio::sync::Notify,
+}
+
+fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.seg")
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Writes `contents` to `path` crash-safely: temp file, fsync, rename, fsync the directory.
+fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), SpoolError> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(contents).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    fsync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Free bytes available to us on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (r == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Reads and repairs one segment file. Returns its metadata (None if no record survived) and
+/// the number of records lost to damage.
+fn recover_segment(path: &Path, after: u64) -> Result<(Option<SegmentMeta>, u64), SpoolError> {
+    let buf = std::fs::read(path).map_err(io_err(path))?;
+    let scan = segment::scan(&buf, after);
+    let damaged = scan.corrupt_regions > 0 || scan.torn_tail;
+    let mut lost = scan.lost_records;
+    if scan.torn_tail {
+        // A record cut short by a crash: it was never acknowledged to anyone, count it.
+        lost += 1;
+    }
+    if scan.records.is_empty() {
+        std::fs::remove_file(path).map_err(io_err(path))?;
+        return Ok((None, lost));
+    }
+    let mut meta = SegmentMeta {
+        path: path.to_path_buf(),
+        first_seq: scan.records[0].0.seq,
+        last_seq: 0,
+        first_ts_ms: scan.records[0].0.ts_ms,
+        records: 0,
+        bytes: 0,
+        index: Vec::new(),
+    };
+    let mut clean = Vec::with_capacity(if damaged { buf.len() } else { 0 });
+    for (r, off) in &scan.records {
+        let at = if damaged {
+            clean.len() as u64
+        } else {
+            *off as u64
+        };
+        if meta.records % INDEX_EVERY == 0 {
+            meta.index.push((r.seq, at));
+        }
+        if damaged {
+            segment::encode(r.seq, r.ts_ms, r.kind, &r.payload, &mut clean);
+        }
+        meta.records += 1;
+        meta.last_seq = r.seq;
+    }
+    if damaged {
+        write_atomic(path, &clean)?;
+        meta.bytes = clean.len() as u64;
+    } else {
+        meta.bytes = scan.valid_end as u64;
+    }
+    Ok((Some(meta), lost))
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool for the named sinks, repairing damage.
+    pub fn open(
+        cfg: &SpoolConfig,
+        sinks: &[&str],
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Spool>, SpoolError> {
+        let dir = cfg.dir.clone();
+        let segdir = dir.join("segments");
+        let curdir = dir.join("cursors");
+        for d in [&segdir, &curdir] {
+            std::fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        let mut cursors = BTreeMap::new();
+        let mut max_cursor = 0;
+        for s in sinks {
+            let p = curdir.join(format!("{s}.ack"));
+            let acked = std::fs::read_to_string(&p)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0);
+            max_cursor = max_cursor.max(acked);
+            cursors.insert(
+                s.to_string(),
+                Cursor {
+                    acked,
+                    persisted: acked,
+                },
+            );
+        }
+        // Sequence numbers ever used, even by sinks no longer configured.
+        if let Ok(rd) = std::fs::read_dir(&curdir) {
+            for e in rd.flatten() {
+                if let Some(n) = std::fs::read_to_string(e.path())
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                {
+                    max_cursor = max_cursor.max(n);
+                }
+            }
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&segdir)
+            .map_err(io_err(&segdir))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        files.sort();
+        let mut segments = Vec::new();
+        let mut last = 0u64;
+        let mut lost = 0;
+        for f in files {
+            let (meta, l) = recover_segment(&f, last)?;
+            lost += l;
+            if let Some(m) = meta {
+                last = m.last_seq;
+                segments.push(m);
+            }
+        }
+        if lost > 0 {
+            metrics.spool.corrupt.inc_by(lost);
+            tracing::warn!(lost_records = lost, dir = %dir.display(), "spool_corruption_repaired");
+        }
+        let total_bytes = segments.iter().map(|s| s.bytes).sum();
+        let next_seq = last.max(max_cursor) + 1;
+        let active = match segments.last() {
+            Some(s) => Some(
+                OpenOptions::new()
+                    .append(true)
+                    .open(&s.path)
+                    .map_err(io_err(&s.path))?,
+            ),
+            None => None,
+        };
+        let spool = Arc::new(Spool {
+            inner: Mutex::new(Inner {
+                dir,
+                cfg: cfg.clone(),
+                segments,
+                active,
+                next_seq,
+                cursors,
+                total_bytes,
+                unsynced: false,
+                last_cursor_persist: Instant::now(),
+                buf: Vec::new(),
+            }),
+            metrics,
+            appended: tokio::sync::Notify::new(),
+        });
+        {
+            let g = spool.lock();
+            spool.update_gauges(&g);
+            tracing::info!(
+                records = g.segments.iter().map(|s| s.records).sum::<u64>(),
+                bytes = g.total_bytes,
+                next_seq = g.next_seq,
+                "spool_opened"
+            );
+        }
+        Ok(spool)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update_gauges(&self, g: &Inner) {
+        let m = &self.metrics.spool;
+        m.bytes.set(g.total_bytes as i64);
+        let min_acked = g
+            .cursors
+            .values()
+            .map(|c| c.acked)
+            .min()
+            .unwrap_or(u64::MAX);
+        let pending: u64 = g.segments.iter().map(|s| pending_in(s, min_acked)).sum();
+        m.records.set(pending as i64);
+        let now = now_ms();
+        for (name, c) in &g.cursors {
+            let oldest = oldest_pending_ts(&g.segments, c.acked);
+            m.oldest_age_seconds
+                .with_label_values(&[name])
+                .set(oldest.map_or(0.0, |ts| ((now - ts).max(0)) as f64 / 1000.0));
+        }
+    }
+
+    /// Appends records of one kind, all with timestamp `ts_ms`. Returns the sequence numbers
+    /// given (empty if the records were dropped at the free-space floor).
+    pub fn append(
+        &self,
+        kind: Kind,
+        ts_ms: i64,
+        payloads: &[&[u8]],
+    ) -> Result<Vec<u64>, SpoolError> {
+        if payloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut g = self.lock();
+        let incoming: u64 = payloads
+            .iter()
+            .map(|p| (segment::HEADER_LEN + p.len()) as u64)
+            .sum();
+        if let Some(free) = free_bytes(&g.dir) {
+            if free < g.cfg.min_free_bytes.saturating_add(incoming) {
+                self.metrics
+                    .spool
+                    .dropped
+                    .with_label_values(&["disk_floor"])
+                    .inc_by(payloads.len() as u64);
+                tracing::warn!(
+                    free_bytes = free,
+                    floor = g.cfg.min_free_bytes,
+                    dropped = payloads.len(),
+                    "spool_disk_floor"
+                );
+                return Ok(Vec::new());
+            }
+        }
+        let needs_new = match g.segments.last() {
+            None => true,
+            Some(s) => s.bytes + incoming > g.cfg.segment_bytes && s.records > 0,
+        };
+        if needs_new {
+            self.start_segment(&mut g)?;
+        }
+        while g.total_bytes + incoming > g.cfg.max_bytes && g.segments.len() > 1 {
+            self.drop_oldest(&mut g)?;
+        }
+        let mut buf = std::mem::take(&mut g.buf);
+        buf.clear();
+        let mut seqs = Vec::with_capacity(payloads.len());
+        let seg_idx = g.segments.len() - 1;
+        let base = g.segments[seg_idx].bytes;
+        for p in payloads {
+            let seq = g.next_seq;
+            g.next_seq += 1;
+            let s = &mut g.segments[seg_idx];
+            if s.records % INDEX_EVERY == 0 {
+                s.index.push((seq, base + buf.len() as u64));
+            }
+            if s.records == 0 {
+                s.first_seq = seq;
+                s.first_ts_ms = ts_ms;
+            }
+            s.records += 1;
+            s.last_seq = seq;
+            segment::encode(seq, ts_ms, kind, p, &mut buf);
+            seqs.push(seq);
+        }
+        let path = g.segments[seg_idx].path.clone();
+        let f = g
+            .active
+            .as_mut()
+            .expect("an active segment exists after start_segment");
+        f.write_all(&buf).map_err(io_err(&path))?;
+        g.segments[seg_idx].bytes += buf.len() as u64;
+        g.total_bytes += buf.len() as u64;
+        g.unsynced = true;
+        g.buf = buf;
+        self.metrics
+            .spool
+            .appended
+            .with_label_values(&[kind.as_str()])
+            .inc_by(seqs.len() as u64);
+        self.update_gauges(&g);
+        drop(g);
+        self.appended.notify_waiters();
+        Ok(seqs)
+    }
+
+    fn start_segment(&self, g: &mut Inner) -> Result<(), SpoolError> {
+        if let Some(f) = g.active.take() {
+            let _ = f.sync_data();
+        }
+        let seq = g.next_seq;
+        let path = g.dir.join("segments").join(segment_name(seq));
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        fsync_dir(&g.dir.join("segments"))?;
+        g.segments.push(SegmentMeta {
+            path,
+            first_seq: seq,
+            last_seq: seq.saturating_sub(1),
+            first_ts_ms: now_ms(),
+            records: 0,
+            bytes: 0,
+            index: Vec::new(),
+        });
+        g.active = Some(f);
+        Ok(())
+    }
+
+    fn drop_oldest(&self, g: &mut Inner) -> Result<(), SpoolError> {
+        let s = g.segments.remove(0);
+        let min_acked = g
+            .cursors
+            .values()
+            .map(|c| c.acked)
+            .min()
+            .unwrap_or(u64::MAX);
+        let lost = pending_in(&s, min_acked);
+        std::fs::remove_file(&s.path).map_err(io_err(&s.path))?;
+        g.total_bytes -= s.bytes;
+        for c in g.cursors.values_mut() {
+            c.acked = c.acked.max(s.last_seq);
+        }
+        if lost > 0 {
+            self.metrics
+                .spool
+                .dropped
+                .with_label_values(&["max_bytes"])
+                .inc_by(lost);
+            tracing::warn!(
+                dropped_records = lost,
+                first_seq = s.first_seq,
+                last_seq = s.last_seq,
+                "spool_full_dropped_oldest"
+            );
+        }
+        Ok(())
+    }
+
+    /// Up to `max` records after `after`, in order, stopping early past `max_bytes` (at least
+    /// one record is returned when any is available).
+    pub fn read(
+        &self,
+        after: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, SpoolError> {
+        let g = self.lock();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for s in g
+            .segments
+            .iter()
+            .filter(|s| s.records > 0 && s.last_seq > after)
+        {
+            let start = s
+                .index
+                .iter()
+                .rev()
+                .find(|(seq, _)| *seq <= after + 1)
+                .map_or(0, |(_, off)| *off);
+            let f = File::open(&s.path).map_err(io_err(&s.path))?;
+            // Read forward in chunks, decoding as we go; a record larger than a chunk just takes
+            // several refills.
+            let (mut off, mut buf, mut pos) = (start, Vec::<u8>::new(), 0usize);
+            loop {
+                match segment::decode(&buf, pos) {
+                    Decoded::Record(r, next) => {
+                        pos = next;
+                        if r.seq > after {
+                            bytes += r.encoded_len();
+                            out.push(r);
+                            if out.len() >= max || bytes >= max_bytes {
+                                return Ok(out);
+                            }
+                        }
+                    }
+                    Decoded::Incomplete if off >= s.bytes => break,
+                    Decoded::Incomplete => {
+                        buf.drain(..pos);
+                        pos = 0;
+                        let chunk = (s.bytes - off).min(READ_CHUNK) as usize;
+                        let at = buf.len();
+                        buf.resize(at + chunk, 0);
+                        f.read_exact_at(&mut buf[at..], off)
+                            .map_err(io_err(&s.path))?;
+                        off += chunk as u64;
+                    }
+                    Decoded::Corrupt => {
+                        // Repaired on open; damage appearing while running is a disk fault.
+                        self.metrics.spool.corrupt.inc();
+                        tracing::error!(path = %s.path.display(), offset = off, "spool_corruption_while_running");
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks every record up to `seq` as delivered by `sink`.
+    pub fn ack(&self, sink: &str, seq: u64) -> Result<(), SpoolError> {
+        let mut g = self.lock();
+        if let Some(c) = g.cursors.get_mut(sink) {
+            c.acked = c.acked.max(seq);
+        }
+        if g.last_cursor_persist.elapsed() >= Duration::from_secs(1) {
+            self.persist_cursors(&mut g)?;
+        }
+        self.gc(&mut g)?;
+        self.update_gauges(&g);
+        Ok(())
+    }
+
+    /// The highest sequence number `sink` has delivered.
+    pub fn acked(&self, sink: &str) -> u64 {
+        self.lock().cursors.get(sink).map_or(0, |c| c.acked)
+    }
+
+    /// The sequence number the next record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.lock().next_seq
+    }
+
+    fn persist_cursors(&self, g: &mut Inner) -> Result<(), SpoolError> {
+        let dir = g.dir.join("cursors");
+        for (name, c) in g.cursors.iter_mut() {
+            if c.acked != c.persisted {
+                write_atomic(
+                    &dir.join(format!("{name}.ack")),
+                    c.acked.to_string().as_bytes(),
+                )?;
+                c.persisted = c.acked;
+            }
+        }
+        g.last_cursor_persist = Instant::now();
+        Ok(())
+    }
+
+    fn gc(&self, g: &mut Inner) -> Result<(), SpoolError> {
+        let min_acked = g
+            .cursors
+            .values()
+            .map(|c| c.acked)
+            .min()
+            .unwrap_or(u64::MAX);
+        while g.segments.len() > 1 && g.segments[0].last_seq <= min_acked {
+            let s = g.segments.remove(0);
+            std::fs::remove_file(&s.path).map_err(io_err(&s.path))?;
+            g.total_bytes -= s.bytes;
+        }
+        Ok(())
+    }
+
+    /// fdatasync the active segment and persist cursors. Called every second and on shutdown.
+    pub fn flush(&self) -> Result<(), SpoolError> {
+        let mut g = self.lock();
+        if g.unsynced {
+            if let (Some(f), Some(s)) = (&g.active, g.segments.last()) {
+                f.sync_data().map_err(io_err(&s.path))?;
+            }
+            g.unsynced = false;
+        }
+        self.persist_cursors(&mut g)?;
+        self.update_gauges(&g);
+        Ok(())
+    }
+
+    /// The backlog of every sink.
+    pub fn backlog(&self) -> Vec<Backlog> {
+        let g = self.lock();
+        g.cursors
+            .iter()
+            .map(|(name, c)| Backlog {
+                sink: name.clone(),
+                acked: c.acked,
+                pending_records: g.segments.iter().map(|s| pending_in(s, c.acked)).sum(),
+                oldest_pending_ts_ms: oldest_pending_ts(&g.segments, c.acked),
+            })
+            .collect()
+    }
+
+    /// Bytes on disk.
+    pub fn bytes(&self) -> u64 {
+        self.lock().total_bytes
+    }
+}
+
+fn pending_in(s: &SegmentMeta, acked: u64) -> u64 {
+    if s.records == 0 || s.last_seq <= acked {
+        0
+    } else if s.first_seq > acked {
+        s.records
+    } else {
+        // Sequence numbers inside a segment are contiguous except where damage was cut out.
+        (s.last_seq - acked).min(s.records)
+    }
+}
+
+fn oldest_pending_ts(segments: &[SegmentMeta], acked: u64) -> Option<i64> {
+    // The first segment with pending records; its first timestamp bounds the oldest age (exact
+    // when the cursor sits at a segment boundary, at most one segment's span older otherwise).
+    segments
+        .iter()
+        .find(|s| s.records > 0 && s.last_seq > acked)
+        .map(|s| s.first_ts_ms)
+}
+
+/// `copilot-edge spool status`: reads the spool directory without modifying anything, so it is
+/// safe while the service runs.
+pub fn status_report(cfg: &Config) -> Result<String, SpoolError> {
+    let dir = &cfg.spool.dir;
+    let segdir = dir.join("segments");
+    let mut out = format!("spool {}\n", dir.display());
+    if !segdir.exists() {
+        out.push_str("  empty (no segments yet)\n");
+        return Ok(out);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&segdir)
+        .map_err(io_err(&segdir))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    let mut records: Vec<(u64, i64)> = Vec::new();
+    let mut bytes = 0u64;
+    for f in &files {
+        let buf = match std::fs::read(f) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // deleted meanwhile
+            Err(e) => {
+                return Err(SpoolError::Io {
+                    path: f.clone(),
+                    source: e,
+                })
+            }
+        };
+        bytes += buf.len() as u64;
+        let s = segment::scan(&buf, records.last().map_or(0, |r| r.0));
+        records.extend(s.records.iter().map(|(r, _)| (r.seq, r.ts_ms)));
+    }
+    out.push_str(&format!(
+        "  segments: {}  bytes: {}  (max {})\n",
+        files.len(),
+        bytes,
+        cfg.spool.max_bytes
+    ));
+    out.push_str(&format!(
+        "  records: {}  seq {}..{}\n",
+        records.len(),
+        records.first().map_or(0, |r| r.0),
+        records.last().map_or(0, |r| r.0)
+    ));
+    let now = now_ms();
+    let curdir = dir.join("cursors");
+    let mut sinks: Vec<String> = Vec::new();
+    if cfg.mqtt.is_some() {
+        sinks.push("mqtt".into());
+    }
+    if let Ok(rd) = std::fs::read_dir(&curdir) {
+        for e in rd.flatten() {
+            if let Some(n) = e.file_name().to_str().and_then(|n| n.strip_suffix(".ack")) {
+                if !sinks.iter().any(|s| s == n) {
+                    sinks.push(n.to_string());
+                }
+            }
+        }
+    }
+    for s in sinks {
+        let acked: u64 = std::fs::read_to_string(curdir.join(format!("{s}.ack")))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        let pending: Vec<&(u64, i64)> = records.iter().filter(|r| r.0 > acked).collect();
+        let age = pending.first().map_or("-".to_string(), |r| {
+            format!("{:.0}s", (now - r.1).max(0) as f64 / 1000.0)
+        });
+        out.push_str(&format!(
+            "  sink {s}: delivered up to seq {acked}, backlog {} records, oldest {age}\n",
+            pending.len()
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LabelsConfig, MetricsConfig};
+    use std::collections::BTreeSet;
+    use std::num::NonZeroUsize;
+
+    fn metrics() -> Arc<Metrics> {
+        let labels = LabelsConfig {
+            plant_ids: BTreeSet::new(),
+            max_plants: 4,
+            equipment_ids: BTreeSet::new(),
+            max_equipment_per_plant: 4,
+        };
+        let w = MetricsConfig {
+            hallucination_window: NonZeroUsize::MIN,
+            feedback_window: NonZeroUsize::MIN,
+            snapshot_interval: Duration::from_secs(1),
+        };
+        Arc::new(Metrics::new("gw", labels, &w, 0.0).unwrap())
+    }
+
+    fn cfg(dir: &Path, max_bytes: u64, segment_bytes: u64) -> SpoolConfig {
+        SpoolConfig {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            segment_bytes,
+            min_free_bytes: 0,
+            ship_logs: true,
+        }
+    }
+
+    fn tmp() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ce-spool-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn payload(i: u64) -> Vec<u8> {
+        format!("record-{i:06}-{}", "x".repeat(100)).into_bytes()
+    }
+
+    #[test]
+    fn append_read_ack_restart() {
+        let d = tmp();
+        let m = metrics();
+        let s = Spool::open(&cfg(&d, 1 << 20, 4096), &["a", "b"], m.clone()).unwrap();
+        for i in 1..=100 {
+            assert_eq!(
+                s.append(Kind::Metrics, i as i64, &[&payload(i)]).unwrap(),
+                vec![i]
+            );
+        }
+        let r = s.read(0, 1000, usize::MAX).unwrap();
+        assert_eq!(
+            r.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (1..=100).collect::<Vec<_>>()
+        );
+        assert_eq!(r[41].payload, payload(42));
+        let r = s.read(57, 10, usize::MAX).unwrap();
+        assert_eq!(
+            r.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (58..=67).collect::<Vec<_>>()
+        );
+        s.ack("a", 60).unwrap();
+        s.ack("b", 30).unwrap();
+        s.flush().unwrap();
+        let segs_before = std::fs::read_dir(d.join("segments")).unwrap().count();
+        drop(s);
+        let s = Spool::open(&cfg(&d, 1 << 20, 4096), &["a", "b"], m).unwrap();
+        assert_eq!(s.acked("a"), 60);
+        assert_eq!(s.acked("b"), 30);
+        assert_eq!(s.next_seq(), 101);
+        assert_eq!(
+            s.read(30, 1000, usize::MAX).unwrap().first().map(|r| r.seq),
+            Some(31)
+        );
+        // Segments wholly acked by both sinks are gone.
+        s.ack("b", 60).unwrap();
+        assert!(std::fs::read_dir(d.join("segments")).unwrap().count() < segs_before);
+        assert_eq!(s.read(60, 1, usize::MAX).unwrap()[0].seq, 61);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn sequence_survives_full_gc() {
+        let d = tmp();
+        let s = Spool::open(&cfg(&d, 1 << 20, 4096), &["a"], metrics()).unwrap();
+        for i in 1..=10 {
+            s.append(Kind::Log, 0, &[&payload(i)]).unwrap();
+        }
+        s.ack("a", 10).unwrap();
+        s.flush().unwrap();
+        drop(s);
+        std::fs::remove_dir_all(d.join("segments")).unwrap();
+        let s = Spool::open(&cfg(&d, 1 << 20, 4096), &["a"], metrics()).unwrap();
+        assert_eq!(s.append(Kind::Log, 0, &[b"x"]).unwrap(), vec![11]);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn bounded_by_max_bytes_with_drops_counted() {
+        let d = tmp();
+        let m = metrics();
+        let s = Spool::open(&cfg(&d, 64 * 1024, 8 * 1024), &["a"], m.clone()).unwrap();
+        for i in 1..=2000 {
+            s.append(Kind::Metrics, 0, &[&payload(i)]).unwrap();
+            let on_disk: u64 = std::fs::read_dir(d.join("segments"))
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum();
+            assert!(on_disk <= 64 * 1024, "{on_disk}");
+        }
+        let dropped = m.spool.dropped.with_label_values(&["max_bytes"]).get();
+        let kept = s.read(0, 100_000, usize::MAX).unwrap();
+        assert_eq!(
+            dropped + kept.len() as u64,
+            2000,
+            "every record is either kept or counted"
+        );
+        assert_eq!(kept.last().unwrap().seq, 2000);
+        assert!(kept.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn repairs_damage_on_open() {
+        let d = tmp();
+        let m = metrics();
+        let s = Spool::open(&cfg(&d, 1 << 20, 1 << 16), &["a"], m.clone()).unwrap();
+        for i in 1..=50 {
+            s.append(Kind::Metrics, 0, &[&payload(i)]).unwrap();
+        }
+        drop(s);
+        let seg = std::fs::read_dir(d.join("segments"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut b = std::fs::read(&seg).unwrap();
+        let one = segment::HEADER_LEN + payload(1).len();
+        b[10 * one + 40] ^= 0xFF; // damage record 11
+        b.truncate(b.len() - 7); // tear record 50
+        std::fs::write(&seg, &b).unwrap();
+        let s = Spool::open(&cfg(&d, 1 << 20, 1 << 16), &["a"], m.clone()).unwrap();
+        let seqs: Vec<u64> = s
+            .read(0, 1000, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        let want: Vec<u64> = (1..=49).filter(|s| *s != 11).collect();
+        assert_eq!(seqs, want);
+        assert_eq!(m.spool.corrupt.get(), 2);
+        // Appends continue after the repaired tail, and a second open finds nothing to repair.
+        assert_eq!(s.append(Kind::Log, 0, &[b"after"]).unwrap(), vec![50]);
+        drop(s);
+        let s = Spool::open(&cfg(&d, 1 << 20, 1 << 16), &["a"], m.clone()).unwrap();
+        assert_eq!(m.spool.corrupt.get(), 2);
+        assert_eq!(s.read(49, 10, usize::MAX).unwrap()[0].payload, b"after");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
