@@ -33,6 +33,8 @@ pub enum Command {
     },
     /// Print the embedded default config as a commented TOML file.
     PrintDefaultConfig,
+    /// Build the weekly health report from a Prometheus server's HTTP API.
+    Report(ReportArgs),
     /// Inspect the on-disk spool.
     Spool {
         #[command(subcommand)]
@@ -45,4 +47,34 @@ pub enum Command {
 pub enum SpoolCommand {
     /// Backlog per sink, oldest record age and size (safe while the service runs).
     Status,
+}
+
+/// Output format of `report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Markdown,
+    Html,
+}
+
+/// `report` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Prometheus base URL, e.g. http://127.0.0.1:9090
+    #[arg(long)]
+    pub prometheus: String,
+    /// Any day of the week to report (the week runs Monday 00:00 UTC to the next Monday);
+    /// default: the last complete week.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub week_of: Option<String>,
+    /// Only this plant.
+    #[arg(long)]
+    pub plant: Option<String>,
+    #[arg(long, value_enum, default_value = "markdown")]
+    pub format: ReportFormat,
+    /// Write here (atomically) instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Weekly LLM budget in USD the cost figure is compared against.
+    #[arg(long, default_value_t = 35.0)]
+    pub weekly_budget_usd: f64,
 }

@@ -14,6 +14,7 @@
 //! - [`logging`]: JSON log lines to stdout and rotating files, and log shipping to the spool.
 //! - [`recent`]: the bounded window of recent answers that `/v1/feedback` can rate.
 //! - [`notify`]: systemd readiness and watchdog notifications.
+//! - [`report`]: the weekly health report, computed from a Prometheus server's HTTP API.
 //! - [`spool`]: the on-disk, append-only, crash-safe buffer of telemetry records.
 
 pub mod app;
@@ -28,4 +29,5 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod recent;
+pub mod report;
 pub mod spool;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use copilot_edge::app;
+use copilot_edge::{app, report};
 use copilot_edge::cli::{Cli, Command, SpoolCommand};
 use copilot_edge::config::{self, Environment};
 
