@@ -19,6 +19,13 @@ fn main() -> ExitCode {
         .clone()
         .or_else(|| config::default_config_path(&env));
     match cli.command.unwrap_or(Command::Serve) {
+        Command::Report(args) => match report::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("report: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::PrintDefaultConfig => {
             print!("{}", config::DEFAULT_CONFIG_TOML);
             ExitCode::SUCCESS
