@@ -5,6 +5,7 @@
 //! requests (bounded by `shutdown_grace_secs`) → background tasks → flush logs → exit 0.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,10 @@ use crate::logging;
 use crate::metrics::Metrics;
 use crate::notify::{self, Heartbeat, Notifier};
 use crate::recent::RecentAnswers;
+use crate::sinks::mqtt::MqttSink;
+use crate::sinks::pushgateway::PushgatewaySink;
+use crate::spool::segment::Kind;
+use crate::spool::{now_ms, Spool};
 
 fn ensure_dir(p: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(p).with_context(|| format!("cannot create directory {}", p.display()))
@@ -100,6 +105,8 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
         started,
     });
 
+    let telemetry = Telemetry::start(&cfg, metrics.clone())?;
+
     let listener = TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
@@ -134,6 +141,37 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
         ));
     }
     notifier.notify("READY=1");
+    let sinks_shutdown = CancellationToken::new();
+    let producers_shutdown = shutdown.child_token();
+    let snapshot_task = telemetry.spool.as_ref().map(|spool| {
+        tokio::spawn(run_snapshots(
+            spool.clone(),
+            metrics.clone(),
+            cfg.metrics.snapshot_interval,
+            producers_shutdown.clone(),
+        ))
+    });
+    if let (Some(mqtt), Some(spool)) = (cfg.mqtt.clone(), telemetry.spool.clone()) {
+        let sink = MqttSink::new(
+            mqtt,
+            spool,
+            metrics.clone(),
+            &cfg.identity.gateway_id,
+            &cfg.identity.site_plant_id,
+            cfg.metrics.snapshot_interval,
+        );
+        tracker.spawn(sink.run(sinks_shutdown.clone()));
+    }
+    if let Some(pg) = cfg.pushgateway.clone() {
+        let sink = PushgatewaySink::new(
+            pg,
+            &cfg.identity.gateway_id,
+            &cfg.identity.site_plant_id,
+            metrics.clone(),
+            cfg.metrics.snapshot_interval,
+        );
+        tracker.spawn(sink.run(sinks_shutdown.clone()));
+    }
     tracker.close();
 
     wait_for_signal().await;
@@ -145,6 +183,13 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
         Ok(Err(e)) => error!(error = %e, "http_server_failed"),
         Err(e) => error!(error = %e, "http_task_panicked"),
     }
+    // Producers next: a last snapshot, then the log writer drains its queue; then the spool is
+    // synced; only then are the sinks told to finish (they get a bounded drain).
+    if let Some(t) = snapshot_task {
+        let _ = t.await;
+    }
+    telemetry.stop();
+    sinks_shutdown.cancel();
     if tokio::time::timeout(
         cfg.server.shutdown_grace + Duration::from_secs(5),
         tracker.wait(),
@@ -156,6 +201,124 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
     }
     info!(uptime_secs = started.elapsed().as_secs(), "stopped");
     Ok(())
+}
+
+/// The spool and the log writer thread that feeds it (only when a spooling sink is enabled).
+struct Telemetry {
+    spool: Option<Arc<Spool>>,
+    writer: Option<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>,
+}
+
+impl Telemetry {
+    fn start(cfg: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Telemetry> {
+        let sinks: Vec<&str> = cfg.mqtt.iter().map(|_| crate::sinks::mqtt::NAME).collect();
+        let spool = Spool::open(&cfg.spool, &sinks, metrics.clone()).context("spool")?;
+        if sinks.is_empty() {
+            // Nothing would ever drain it: keep the directory (for `spool status`), spool nothing.
+            return Ok(Telemetry {
+                spool: None,
+                writer: None,
+            });
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(LOG_QUEUE);
+        if cfg.spool.ship_logs {
+            let m = metrics.clone();
+            logging::set_shipper(Box::new(move |line: &[u8]| {
+                let ok = tx.try_send(line.to_vec()).is_ok();
+                if !ok {
+                    m.log_events_dropped.inc();
+                }
+                ok
+            }));
+        }
+        let (sp, st) = (spool.clone(), stop.clone());
+        let writer = std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || log_writer(sp, rx, st))
+            .context("spool writer thread")?;
+        Ok(Telemetry {
+            spool: Some(spool),
+            writer: Some((writer, stop)),
+        })
+    }
+
+    /// Drains the log queue into the spool and syncs it.
+    fn stop(self) {
+        if let Some((h, stop)) = self.writer {
+            stop.store(true, Ordering::Relaxed);
+            let _ = h.join();
+        }
+        if let Some(s) = &self.spool {
+            if let Err(e) = s.flush() {
+                error!(error = %e, "spool_flush_failed");
+            }
+        }
+    }
+}
+
+/// Log events queued for the spool before new ones are dropped (and counted).
+const LOG_QUEUE: usize = 65_536;
+
+/// Batches queued log lines into the spool; syncs the spool every second.
+fn log_writer(spool: Arc<Spool>, rx: std::sync::mpsc::Receiver<Vec<u8>>, stop: Arc<AtomicBool>) {
+    let mut last_flush = Instant::now();
+    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(1024);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => batch.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(line) => batch.push(line),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+            if let Err(e) = spool.append(Kind::Log, now_ms(), &refs) {
+                // Not logged through tracing: that would feed this very queue.
+                eprintln!("copilot-edge: spool append failed: {e}");
+            }
+            batch.clear();
+        }
+        if last_flush.elapsed() >= Duration::from_secs(1) {
+            if let Err(e) = spool.flush() {
+                eprintln!("copilot-edge: spool flush failed: {e}");
+            }
+            last_flush = Instant::now();
+        }
+        if stop.load(Ordering::Relaxed) && rx.try_recv().map(|l| batch.push(l)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Appends a metrics snapshot every interval, and a last one on shutdown.
+async fn run_snapshots(
+    spool: Arc<Spool>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        let text = metrics.render();
+        if let Err(e) = spool.append(Kind::Metrics, now_ms(), &[&text]) {
+            error!(error = %e, "snapshot_append_failed");
+        }
+        if last {
+            return;
+        }
+    }
 }
 
 async fn wait_for_signal() {

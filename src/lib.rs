@@ -15,6 +15,7 @@
 //! - [`recent`]: the bounded window of recent answers that `/v1/feedback` can rate.
 //! - [`notify`]: systemd readiness and watchdog notifications.
 //! - [`report`]: the weekly health report, computed from a Prometheus server's HTTP API.
+//! - [`sinks`]: MQTT and Pushgateway uplinks that drain the spool.
 //! - [`spool`]: the on-disk, append-only, crash-safe buffer of telemetry records.
 
 pub mod app;
@@ -30,4 +31,5 @@ pub mod metrics;
 pub mod notify;
 pub mod recent;
 pub mod report;
+pub mod sinks;
 pub mod spool;

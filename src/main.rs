@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use copilot_edge::{app, report};
 use copilot_edge::cli::{Cli, Command, SpoolCommand};
 use copilot_edge::config::{self, Environment};
+use copilot_edge::{app, report, spool};
 
 /// EX_CONFIG from sysexits.h; the unit file sets `RestartPreventExitStatus=78`.
 const EX_CONFIG: u8 = 78;
@@ -48,8 +48,23 @@ fn main() -> ExitCode {
         Command::Spool {
             command: SpoolCommand::Status,
         } => {
-            eprintln!("spool status: this build has no spool yet");
-            ExitCode::FAILURE
+            let cfg = match config::load(config_path.as_deref(), &env) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            match spool::status_report(&cfg) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("spool status: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Serve => {
             let mut cfg = match config::load(config_path.as_deref(), &env) {

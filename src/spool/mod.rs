@@ -100,6 +100,8 @@ struct Inner {
     unsynced: bool,
     last_cursor_persist: Instant,
     buf: Vec<u8>,
+    /// Newest sequence number appended in this run, per kind (index `Kind as usize`).
+    last_by_kind: [u64; 3],
 }
 
 /// A summary of the backlog, for `spool status` and metrics.
@@ -286,6 +288,7 @@ impl Spool {
                 unsynced: false,
                 last_cursor_persist: Instant::now(),
                 buf: Vec::new(),
+                last_by_kind: [0; 3],
             }),
             metrics,
             appended: tokio::sync::Notify::new(),
@@ -400,6 +403,9 @@ impl Spool {
         g.total_bytes += buf.len() as u64;
         g.unsynced = true;
         g.buf = buf;
+        if let Some(last) = seqs.last() {
+            g.last_by_kind[kind as usize] = *last;
+        }
         self.metrics
             .spool
             .appended
@@ -544,6 +550,11 @@ impl Spool {
     /// The highest sequence number `sink` has delivered.
     pub fn acked(&self, sink: &str) -> u64 {
         self.lock().cursors.get(sink).map_or(0, |c| c.acked)
+    }
+
+    /// The newest record of `kind` appended since the spool was opened.
+    pub fn last_seq_of(&self, kind: Kind) -> Option<u64> {
+        Some(self.lock().last_by_kind[kind as usize]).filter(|s| *s > 0)
     }
 
     /// The sequence number the next record will get.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod mqtt;
 pub mod services;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,308 @@
+//! Uplinks that carry the spooled telemetry to the central side.
+//!
+//! - [`mqtt`]: every spooled record, in order, QoS 1; a record counts as delivered only when the
+//!   broker's PUBACK for it arrives (rumqttc's `publish()` returning Ok only means queued). The
+//!   sink's spool cursor moves over the longest prefix of acknowledged records, so delivery is
+//!   at-least-once and duplicates carry the same sequence number.
+//! - [`pushgateway`]: the newest metrics state, `PUT` every snapshot interval. The Pushgateway
+//!   keeps only the latest value per series and refuses timestamps, so it cannot take history:
+//!   after an outage the next push carries the current (cumulative) counters, and the history of
+//!   the outage travels by MQTT. A push counts as delivered on an HTTP 2xx.
+//!
+//! Shared here: capped exponential backoff with jitter, and the payload encodings.
+
+pub mod mqtt;
+pub mod pushgateway;
+
+use std::time::Duration;
+
+/// Errors a sink reports about one attempt; the `kind` label of `copilot_edge_sink_errors_total`.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Could not connect or the connection dropped.
+    #[error("{sink}: connection: {message}")]
+    Connection {
+        /// Sink name.
+        sink: &'static str,
+        /// What happened.
+        message: String,
+    },
+    /// The receiver answered with an error status.
+    #[error("{sink}: rejected with status {status}: {message}")]
+    Status {
+        /// Sink name.
+        sink: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// Body excerpt.
+        message: String,
+    },
+    /// No answer in time.
+    #[error("{sink}: timed out")]
+    Timeout {
+        /// Sink name.
+        sink: &'static str,
+    },
+    /// Reading the spool failed.
+    #[error("{sink}: spool: {source}")]
+    Spool {
+        /// Sink name.
+        sink: &'static str,
+        /// The spool error.
+        source: crate::spool::SpoolError,
+    },
+}
+
+impl SinkError {
+    /// Label value for `copilot_edge_sink_errors_total{kind}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkError::Connection { .. } => "connection",
+            SinkError::Status { .. } => "status",
+            SinkError::Timeout { .. } => "timeout",
+            SinkError::Spool { .. } => "spool",
+        }
+    }
+}
+
+/// Capped exponential backoff with full jitter; reset after a connection has stayed up.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+    rng: u64,
+}
+
+impl Backoff {
+    /// Backoff starting at `base`, never above `cap`.
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        Backoff {
+            base,
+            cap,
+            attempt: 0,
+            rng: seed,
+        }
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        // xorshift64*: plenty for jitter.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// The upper bound of the next delay (before jitter).
+    pub fn ceiling(&self) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << self.attempt.min(20));
+        exp.min(self.cap)
+    }
+
+    /// The next delay: uniformly random in [ceiling/2, ceiling], so a fleet that lost its broker
+    /// together does not reconnect together.
+    pub fn next_delay(&mut self) -> Duration {
+        let c = self.ceiling();
+        self.attempt = self.attempt.saturating_add(1);
+        let half = c / 2;
+        let span = (c - half).as_millis() as u64;
+        half + Duration::from_millis(if span == 0 {
+            0
+        } else {
+            self.next_rand() % (span + 1)
+        })
+    }
+
+    /// Back to the base delay.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Prometheus text with every sample line given the timestamp `ts_ms`, headed by a comment with
+/// the record's sequence number (parsers ignore comments that are not HELP/TYPE).
+pub fn prometheus_with_timestamps(text: &[u8], seq: u64, ts_ms: i64, gateway_id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + text.len() / 4 + 64);
+    out.extend_from_slice(
+        format!("# copilot_edge_record seq={seq} ts_ms={ts_ms} gateway_id={gateway_id}\n")
+            .as_bytes(),
+    );
+    for line in text.split(|b| *b == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        out.extend_from_slice(line);
+        if line[0] != b'#' {
+            out.extend_from_slice(format!(" {ts_ms}").as_bytes());
+        }
+        out.push(b'\n');
+    }
+    out
+}
+
+/// One sample of the text exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// Parses the sample lines of a Prometheus text exposition as the agent renders it (no
+/// timestamps; label values escaped with `\\`, `\"`, `\n`). Unparsable lines are skipped.
+pub fn parse_samples(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(p) => p,
+            None => continue,
+        };
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => match v.parse() {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+        };
+        let (name, labels) = match series.find('{') {
+            None => (series.to_string(), Vec::new()),
+            Some(i) => match parse_labels(&series[i + 1..]) {
+                Some(l) => (series[..i].to_string(), l),
+                None => continue,
+            },
+        };
+        out.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+fn parse_labels(s: &str) -> Option<Vec<(String, String)>> {
+    let mut labels = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        match chars.peek() {
+            Some('}') => return Some(labels),
+            Some(',') | Some(' ') => {
+                chars.next();
+                continue;
+            }
+            None => return None,
+            _ => {}
+        }
+        let mut key = String::new();
+        for c in chars.by_ref() {
+            if c == '=' {
+                break;
+            }
+            key.push(c);
+        }
+        if chars.next() != Some('"') {
+            return None;
+        }
+        let mut val = String::new();
+        loop {
+            match chars.next()? {
+                '\\' => match chars.next()? {
+                    'n' => val.push('\n'),
+                    c => val.push(c),
+                },
+                '"' => break,
+                c => val.push(c),
+            }
+        }
+        labels.push((key, val));
+    }
+}
+
+/// The JSON payload of a metrics record.
+pub fn metrics_json(
+    text: &[u8],
+    seq: u64,
+    ts_ms: i64,
+    gateway_id: &str,
+    site_plant_id: &str,
+) -> Vec<u8> {
+    let samples: Vec<serde_json::Value> = parse_samples(&String::from_utf8_lossy(text))
+        .into_iter()
+        .map(|s| {
+            let labels: serde_json::Map<String, serde_json::Value> = s
+                .labels
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
+            // JSON has no infinities: +Inf bucket bounds are labels, values are finite in practice.
+            let value = if s.value.is_finite() {
+                serde_json::json!(s.value)
+            } else {
+                serde_json::Value::String(s.value.to_string())
+            };
+            serde_json::json!({"name": s.name, "labels": labels, "value": value})
+        })
+        .collect();
+    serde_json::json!({"seq": seq, "ts_ms": ts_ms, "gateway_id": gateway_id, "site_plant_id": site_plant_id, "kind": "metrics", "samples": samples})
+        .to_string()
+        .into_bytes()
+}
+
+/// The JSON payload of a log record: the log line embedded as an object.
+pub fn log_json(line: &[u8], seq: u64, ts_ms: i64, gateway_id: &str) -> Vec<u8> {
+    let event: serde_json::Value = serde_json::from_slice(line)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(line).into_owned()));
+    serde_json::json!({"seq": seq, "ts_ms": ts_ms, "gateway_id": gateway_id, "kind": "log", "event": event}).to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let delays: Vec<Duration> = (0..12).map(|_| b.next_delay()).collect();
+        assert!(delays[0] >= Duration::from_millis(50) && delays[0] <= Duration::from_millis(100));
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(5)));
+        assert!(delays[11] >= Duration::from_millis(2500), "{delays:?}");
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn timestamps_are_appended_to_samples_only() {
+        let t = b"# HELP a x\n# TYPE a counter\na_total{x=\"1\"} 3\nb 4.5\n";
+        let out = String::from_utf8(prometheus_with_timestamps(t, 7, 1700000000000, "gw")).unwrap();
+        assert_eq!(out, "# copilot_edge_record seq=7 ts_ms=1700000000000 gateway_id=gw\n# HELP a x\n# TYPE a counter\na_total{x=\"1\"} 3 1700000000000\nb 4.5 1700000000000\n");
+    }
+
+    #[test]
+    fn parses_own_exposition() {
+        let s = parse_samples("# TYPE h histogram\nh_bucket{le=\"+Inf\",p=\"a \\\"q\\\" \\\\ b\"} 2\nup 1\nbad line here x\n");
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s[0].labels,
+            vec![
+                ("le".to_string(), "+Inf".to_string()),
+                ("p".to_string(), "a \"q\" \\ b".to_string())
+            ]
+        );
+        assert_eq!(
+            s[1],
+            Sample {
+                name: "up".into(),
+                labels: vec![],
+                value: 1.0
+            }
+        );
+    }
+}

@@ -1,0 +1,413 @@
+//! MQTT sink (rumqttc): every spooled record, in sequence order, QoS 1.
+//!
+//! Topics: `<prefix>/<site_plant_id>/<gateway_id>/metrics` (Prometheus text with sample
+//! timestamps, or JSON), `.../logs` (JSON) and `.../status` (retained: `online` as a birth
+//! message, `offline` as the Last Will and on clean shutdown). Every payload carries the record's
+//! sequence number so consumers can drop duplicates.
+//!
+//! Delivery: a record is acknowledged to the spool only after the broker's PUBACK for it. The
+//! mapping from records to packet ids comes from rumqttc's `Outgoing::Publish(pkid)` events,
+//! which follow the order of the publish requests; the spool cursor advances over the longest
+//! prefix of acknowledged records. On any connection error the client is dropped and a new one
+//! resends everything after the cursor (at-least-once: duplicates only for records whose PUBACK
+//! was lost).
+//!
+//! Flow: at most `max_inflight` unacknowledged publishes. Records older than two snapshot
+//! intervals are backlog and are rate-limited to `backlog_records_per_sec`; while the backlog is
+//! being throttled, each new metrics snapshot is also published at once ("live first"), and
+//! again later in its place in the sequence.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{log_json, metrics_json, prometheus_with_timestamps, Backoff, SinkError};
+use crate::config::{MqttFormat, MqttSinkConfig};
+use crate::metrics::Metrics;
+use crate::spool::segment::{Kind, Record};
+use crate::spool::{now_ms, Spool};
+
+/// Sink name, the `sink` label value and the spool cursor name.
+pub const NAME: &str = "mqtt";
+
+/// The topics of one gateway.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub metrics: String,
+    pub logs: String,
+    pub status: String,
+}
+
+impl Topics {
+    /// `<prefix>/<site>/<gateway>/{metrics,logs,status}`.
+    pub fn new(prefix: &str, site: &str, gateway: &str) -> Self {
+        let base = format!("{prefix}/{site}/{gateway}");
+        Topics {
+            metrics: format!("{base}/metrics"),
+            logs: format!("{base}/logs"),
+            status: format!("{base}/status"),
+        }
+    }
+}
+
+enum End {
+    Shutdown,
+    Lost(SinkError, bool),
+}
+
+/// The MQTT sink.
+pub struct MqttSink {
+    cfg: MqttSinkConfig,
+    spool: Arc<Spool>,
+    metrics: Arc<Metrics>,
+    gateway_id: String,
+    site: String,
+    topics: Topics,
+    live_after_ms: i64,
+}
+
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self) -> Result<(), Duration> {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate)
+            .min(self.rate.max(1.0));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
+}
+
+fn status_payload(status: &str, gateway_id: &str, reason: &str) -> Vec<u8> {
+    serde_json::json!({"status": status, "gateway_id": gateway_id, "reason": reason, "version": env!("CARGO_PKG_VERSION"), "ts_ms": now_ms()})
+        .to_string()
+        .into_bytes()
+}
+
+impl MqttSink {
+    /// A sink for `spool`, publishing as this gateway.
+    pub fn new(
+        cfg: MqttSinkConfig,
+        spool: Arc<Spool>,
+        metrics: Arc<Metrics>,
+        gateway_id: &str,
+        site: &str,
+        snapshot_interval: Duration,
+    ) -> Self {
+        metrics.sink.up.with_label_values(&[NAME]).set(0);
+        let topics = Topics::new(&cfg.topic_prefix, site, gateway_id);
+        MqttSink {
+            cfg,
+            spool,
+            metrics,
+            gateway_id: gateway_id.to_string(),
+            site: site.to_string(),
+            topics,
+            live_after_ms: (2 * snapshot_interval.as_millis()).max(2000) as i64,
+        }
+    }
+
+    fn encode(&self, r: &Record) -> (&str, Vec<u8>) {
+        match (r.kind, self.cfg.format) {
+            (Kind::Metrics, MqttFormat::Prometheus) => (
+                &self.topics.metrics,
+                prometheus_with_timestamps(&r.payload, r.seq, r.ts_ms, &self.gateway_id),
+            ),
+            (Kind::Metrics, MqttFormat::Json) => (
+                &self.topics.metrics,
+                metrics_json(&r.payload, r.seq, r.ts_ms, &self.gateway_id, &self.site),
+            ),
+            (Kind::Log, _) => (
+                &self.topics.logs,
+                log_json(&r.payload, r.seq, r.ts_ms, &self.gateway_id),
+            ),
+        }
+    }
+
+    fn options(&self) -> MqttOptions {
+        let mut o = MqttOptions::new(&self.cfg.client_id, &self.cfg.host, self.cfg.port);
+        o.set_keep_alive(self.cfg.keep_alive)
+            .set_clean_session(false)
+            .set_max_packet_size(self.cfg.max_packet_bytes, self.cfg.max_packet_bytes)
+            .set_inflight(self.cfg.max_inflight)
+            .set_last_will(LastWill::new(
+                &self.topics.status,
+                status_payload("offline", &self.gateway_id, "connection_lost"),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        if let Some(u) = &self.cfg.username {
+            o.set_credentials(u, self.cfg.password.as_ref().map_or("", |p| p.expose()));
+        }
+        o
+    }
+
+    /// Runs until `shutdown`: connect, replay, stream, reconnect with backoff.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        let mut online: Option<bool> = None;
+        loop {
+            let started = Instant::now();
+            match self.session(&shutdown, &mut online).await {
+                End::Shutdown => return,
+                End::Lost(e, connected) => {
+                    let m = &self.metrics.sink;
+                    m.up.with_label_values(&[NAME]).set(0);
+                    m.errors.with_label_values(&[NAME, e.kind()]).inc();
+                    if online != Some(false) {
+                        tracing::warn!(sink = NAME, error = %e, "sink_offline");
+                    }
+                    online = Some(false);
+                    // A link that stayed up a while starts the backoff afresh.
+                    if connected && started.elapsed() > Duration::from_secs(30) {
+                        backoff.reset();
+                    }
+                    let d = backoff.next_delay();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(d) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn session(&self, shutdown: &CancellationToken, online: &mut Option<bool>) -> End {
+        let cap = self.cfg.max_inflight as usize + 16;
+        let (client, mut el) = AsyncClient::new(self.options(), cap);
+        let lost = |message: String, connected| {
+            End::Lost(
+                SinkError::Connection {
+                    sink: NAME,
+                    message,
+                },
+                connected,
+            )
+        };
+        // Connect: poll until CONNACK (the connect itself times out inside rumqttc).
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return End::Shutdown,
+                ev = el.poll() => match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+                    Ok(_) => {}
+                    Err(e) => return lost(e.to_string(), false),
+                }
+            }
+        }
+        let m = &self.metrics.sink;
+        m.up.with_label_values(&[NAME]).set(1);
+        if *online != Some(true) {
+            tracing::info!(sink = NAME, broker = %format!("{}:{}", self.cfg.host, self.cfg.port), acked = self.spool.acked(NAME), "sink_online");
+        }
+        *online = Some(true);
+
+        // Packet ids are assigned in request order; `None` marks publishes that do not move the
+        // cursor (birth message, live copies).
+        let mut fifo: VecDeque<Option<u64>> = VecDeque::new();
+        let mut by_pkid: HashMap<u16, Option<u64>> = HashMap::new();
+        let mut outstanding: BTreeSet<u64> = BTreeSet::new();
+        let mut acked = self.spool.acked(NAME);
+        let mut sent_upto = acked;
+        let mut live_upto = 0u64;
+        let mut extra_inflight = 0usize;
+        let mut bucket = Bucket {
+            rate: self.cfg.backlog_records_per_sec as f64,
+            tokens: self.cfg.backlog_records_per_sec as f64,
+            last: Instant::now(),
+        };
+        if client
+            .try_publish(
+                &self.topics.status,
+                QoS::AtLeastOnce,
+                true,
+                status_payload("online", &self.gateway_id, "connected"),
+            )
+            .is_ok()
+        {
+            fifo.push_back(None);
+            extra_inflight += 1;
+        }
+        let max_inflight = self.cfg.max_inflight as usize;
+        loop {
+            // Fill the window.
+            let mut throttled: Option<Duration> = None;
+            let room = max_inflight.saturating_sub(outstanding.len() + extra_inflight);
+            if room > 0 {
+                let recs = match self.spool.read(sent_upto, room, 16 * 1024 * 1024) {
+                    Ok(r) => r,
+                    Err(source) => return End::Lost(SinkError::Spool { sink: NAME, source }, true),
+                };
+                let now = now_ms();
+                for r in recs {
+                    if now - r.ts_ms > self.live_after_ms {
+                        if let Err(wait) = bucket.take() {
+                            throttled = Some(wait);
+                            break;
+                        }
+                    }
+                    let (topic, payload) = self.encode(&r);
+                    if client
+                        .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                        .is_err()
+                    {
+                        break;
+                    }
+                    fifo.push_back(Some(r.seq));
+                    outstanding.insert(r.seq);
+                    sent_upto = r.seq;
+                }
+            }
+            // Live first: while the backlog is throttled, the newest snapshot goes out now too.
+            if throttled.is_some() && extra_inflight < 4 {
+                if let Some(latest) = self
+                    .spool
+                    .last_seq_of(Kind::Metrics)
+                    .filter(|s| *s > sent_upto && *s > live_upto)
+                {
+                    if let Ok(mut v) = self.spool.read(latest - 1, 1, usize::MAX) {
+                        if let Some(r) = v.pop().filter(|r| r.seq == latest) {
+                            let (topic, payload) = self.encode(&r);
+                            if client
+                                .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                                .is_ok()
+                            {
+                                fifo.push_back(None);
+                                extra_inflight += 1;
+                                live_upto = latest;
+                            }
+                        }
+                    }
+                }
+            }
+            let idle = throttled
+                .unwrap_or(Duration::from_millis(250))
+                .min(Duration::from_millis(250));
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    self.drain(&client, &mut el, &mut fifo, &mut by_pkid, &mut outstanding, &mut acked, sent_upto).await;
+                    return End::Shutdown;
+                }
+                ev = el.poll() => match ev {
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        if let Some(tag) = fifo.pop_front() {
+                            by_pkid.insert(pkid, tag);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => match by_pkid.remove(&ack.pkid) {
+                        Some(Some(seq)) => {
+                            outstanding.remove(&seq);
+                            m.sent.with_label_values(&[NAME]).inc();
+                            if let Err(source) = self.advance(&outstanding, sent_upto, &mut acked) {
+                                return End::Lost(SinkError::Spool { sink: NAME, source }, true);
+                            }
+                        }
+                        Some(None) => extra_inflight = extra_inflight.saturating_sub(1),
+                        None => {}
+                    },
+                    Ok(_) => {}
+                    Err(e) => return lost(e.to_string(), true),
+                },
+                _ = self.spool.appended.notified() => {}
+                _ = tokio::time::sleep(idle) => {}
+            }
+        }
+    }
+
+    /// Moves the spool cursor over the acknowledged prefix.
+    fn advance(
+        &self,
+        outstanding: &BTreeSet<u64>,
+        sent_upto: u64,
+        acked: &mut u64,
+    ) -> Result<(), crate::spool::SpoolError> {
+        let upto = outstanding.first().map_or(sent_upto, |s| s - 1);
+        if upto > *acked {
+            self.spool.ack(NAME, upto)?;
+            *acked = upto;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.metrics
+                .sink
+                .last_success
+                .with_label_values(&[NAME])
+                .set(now);
+        }
+        Ok(())
+    }
+
+    /// On shutdown: collect outstanding PUBACKs for a bounded time, mark the gateway offline
+    /// (retained), disconnect. What is not acknowledged stays in the spool for the next start.
+    #[allow(clippy::too_many_arguments)]
+    async fn drain(
+        &self,
+        client: &AsyncClient,
+        el: &mut rumqttc::EventLoop,
+        fifo: &mut VecDeque<Option<u64>>,
+        by_pkid: &mut HashMap<u16, Option<u64>>,
+        outstanding: &mut BTreeSet<u64>,
+        acked: &mut u64,
+        sent_upto: u64,
+    ) {
+        let _ = client.try_publish(
+            &self.topics.status,
+            QoS::AtLeastOnce,
+            true,
+            status_payload("offline", &self.gateway_id, "shutdown"),
+        );
+        fifo.push_back(None);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut offline_acked = false;
+        while (!outstanding.is_empty() || !offline_acked) && Instant::now() < deadline {
+            match tokio::time::timeout_at(deadline, el.poll()).await {
+                Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
+                    if let Some(tag) = fifo.pop_front() {
+                        by_pkid.insert(pkid, tag);
+                    }
+                }
+                Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => match by_pkid.remove(&ack.pkid) {
+                    Some(Some(seq)) => {
+                        outstanding.remove(&seq);
+                        self.metrics.sink.sent.with_label_values(&[NAME]).inc();
+                        let _ = self.advance(outstanding, sent_upto, acked);
+                    }
+                    Some(None) => offline_acked = fifo.is_empty() || offline_acked,
+                    None => {}
+                },
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Ok(ev) = el.poll().await {
+                if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        })
+        .await;
+        tracing::info!(
+            sink = NAME,
+            acked = *acked,
+            pending = outstanding.len(),
+            "sink_stopped"
+        );
+    }
+}
