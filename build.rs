@@ -3,6 +3,11 @@
 use std::fmt::Write as _;
 
 fn main() {
+    // The target triple, for copilot_edge_build_info{target}.
+    println!(
+        "cargo:rustc-env=COPILOT_EDGE_TARGET={}",
+        std::env::var("TARGET").unwrap_or_default()
+    );
     let dir = std::path::Path::new("config/knowledge");
     println!("cargo:rerun-if-changed=config/knowledge");
     let mut files: Vec<_> = std::fs::read_dir(dir)

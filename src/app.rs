@@ -26,6 +26,7 @@ use crate::notify::{self, Heartbeat, Notifier};
 use crate::recent::RecentAnswers;
 use crate::sinks::mqtt::MqttSink;
 use crate::sinks::pushgateway::PushgatewaySink;
+use crate::sinks::remote_write::RemoteWriteSink;
 use crate::spool::segment::Kind;
 use crate::spool::{now_ms, Spool};
 
@@ -162,6 +163,10 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
         );
         tracker.spawn(sink.run(sinks_shutdown.clone()));
     }
+    if let (Some(rw), Some(spool)) = (cfg.remote_write.clone(), telemetry.spool.clone()) {
+        let sink = RemoteWriteSink::new(rw, spool, metrics.clone(), cfg.metrics.snapshot_interval);
+        tracker.spawn(sink.run(sinks_shutdown.clone()));
+    }
     if let Some(pg) = cfg.pushgateway.clone() {
         let sink = PushgatewaySink::new(
             pg,
@@ -211,7 +216,13 @@ struct Telemetry {
 
 impl Telemetry {
     fn start(cfg: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Telemetry> {
-        let sinks: Vec<&str> = cfg.mqtt.iter().map(|_| crate::sinks::mqtt::NAME).collect();
+        let mut sinks: Vec<&str> = Vec::new();
+        if cfg.mqtt.is_some() {
+            sinks.push(crate::sinks::mqtt::NAME);
+        }
+        if cfg.remote_write.is_some() {
+            sinks.push(crate::sinks::remote_write::NAME);
+        }
         let spool = Spool::open(&cfg.spool, &sinks, metrics.clone()).context("spool")?;
         if sinks.is_empty() {
             // Nothing would ever drain it: keep the directory (for `spool status`), spool nothing.

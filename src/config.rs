@@ -10,7 +10,7 @@
 //! `CONFIGURATION_DIRECTORY` take precedence over the relative defaults, and secrets may come from
 //! files or `$CREDENTIALS_DIRECTORY/<name>` (`LoadCredential=`) instead of the config text.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -345,6 +345,42 @@ impl Default for RawSpool {
 pub struct RawSinks {
     pub mqtt: RawMqtt,
     pub pushgateway: RawPushgateway,
+    pub remote_write: RawRemoteWrite,
+}
+
+/// `[sinks.remote_write]`
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRemoteWrite {
+    pub enabled: bool,
+    /// e.g. `http://prometheus.central:9090/api/v1/write`
+    pub url: String,
+    pub username: String,
+    pub password: String,
+    pub password_file: String,
+    pub bearer_token: String,
+    pub timeout_ms: u64,
+    pub max_samples_per_request: u64,
+    pub backlog_records_per_sec: u64,
+    /// Added to every series that does not already have the label.
+    pub external_labels: BTreeMap<String, String>,
+}
+
+impl Default for RawRemoteWrite {
+    fn default() -> Self {
+        RawRemoteWrite {
+            enabled: false,
+            url: "http://127.0.0.1:9090/api/v1/write".into(),
+            username: String::new(),
+            password: String::new(),
+            password_file: String::new(),
+            bearer_token: String::new(),
+            timeout_ms: 10_000,
+            max_samples_per_request: 5000,
+            backlog_records_per_sec: 1000,
+            external_labels: BTreeMap::new(),
+        }
+    }
 }
 
 /// `[sinks.mqtt]`
@@ -440,6 +476,7 @@ pub struct Config {
     pub spool: SpoolConfig,
     pub mqtt: Option<MqttSinkConfig>,
     pub pushgateway: Option<PushgatewaySinkConfig>,
+    pub remote_write: Option<RemoteWriteSinkConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -592,6 +629,20 @@ pub struct PushgatewaySinkConfig {
     pub job: String,
     pub auth: HttpAuth,
     pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoteWriteSinkConfig {
+    /// `host:port`
+    pub authority: String,
+    /// Request path, e.g. `/api/v1/write`.
+    pub path: String,
+    pub auth: HttpAuth,
+    pub timeout: Duration,
+    pub max_samples_per_request: usize,
+    pub backlog_records_per_sec: u32,
+    /// Sorted by name; `site` = `identity.site_plant_id` unless configured otherwise.
+    pub external_labels: Vec<(String, String)>,
 }
 
 /// Where the agent looks for things outside the config file.
@@ -751,6 +802,37 @@ struct Checker {
 }
 
 impl Checker {
+    /// HTTP auth for a sink: username + password (Basic) or a bearer token, not both.
+    fn http_auth(
+        &mut self,
+        key: &str,
+        username: &str,
+        password: (&str, &str, Option<String>),
+        bearer: &str,
+    ) -> HttpAuth {
+        let password = self.secret(
+            &format!("{key}.password"),
+            password.0,
+            password.1,
+            password.2,
+        );
+        match (username.is_empty(), password, bearer.is_empty()) {
+            (true, None, true) => HttpAuth::None,
+            (false, Some(p), true) => HttpAuth::Basic {
+                username: username.to_string(),
+                password: p,
+            },
+            (true, None, false) => HttpAuth::Bearer(Secret::new(bearer)),
+            _ => {
+                self.fail(
+                    key,
+                    "set either username + password (Basic) or bearer_token, not both",
+                );
+                HttpAuth::None
+            }
+        }
+    }
+
     fn fail(&mut self, key: &str, message: impl Into<String>) {
         self.problems.push(Problem {
             key: key.into(),
@@ -1139,27 +1221,16 @@ impl RawConfig {
                     "must be 1-64 characters of [A-Za-z0-9-_.:]",
                 );
             }
-            let password = c.secret(
-                "sinks.pushgateway.password",
-                &pg.password,
-                &pg.password_file,
-                env.credential("pushgateway-password"),
+            let auth = c.http_auth(
+                "sinks.pushgateway",
+                &pg.username,
+                (
+                    &pg.password,
+                    &pg.password_file,
+                    env.credential("pushgateway-password"),
+                ),
+                &pg.bearer_token,
             );
-            let auth = match (pg.username.is_empty(), password, pg.bearer_token.is_empty()) {
-                (true, None, true) => HttpAuth::None,
-                (false, Some(p), true) => HttpAuth::Basic {
-                    username: pg.username.clone(),
-                    password: p,
-                },
-                (true, None, false) => HttpAuth::Bearer(Secret::new(pg.bearer_token.clone())),
-                _ => {
-                    c.fail(
-                        "sinks.pushgateway",
-                        "set either username + password (Basic) or bearer_token, not both",
-                    );
-                    HttpAuth::None
-                }
-            };
             let timeout = Duration::from_millis(c.range(
                 "sinks.pushgateway.timeout_ms",
                 pg.timeout_ms,
@@ -1176,6 +1247,76 @@ impl RawConfig {
                 }),
                 Err(msg) => {
                     c.fail("sinks.pushgateway.url", msg);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        let rw = &self.sinks.remote_write;
+        let remote_write = if rw.enabled {
+            let auth = c.http_auth(
+                "sinks.remote_write",
+                &rw.username,
+                (
+                    &rw.password,
+                    &rw.password_file,
+                    env.credential("remote-write-password"),
+                ),
+                &rw.bearer_token,
+            );
+            let timeout = Duration::from_millis(c.range(
+                "sinks.remote_write.timeout_ms",
+                rw.timeout_ms,
+                10,
+                600_000,
+            ));
+            let max_samples = c.range(
+                "sinks.remote_write.max_samples_per_request",
+                rw.max_samples_per_request,
+                100,
+                1_000_000,
+            ) as usize;
+            let rate = c.range(
+                "sinks.remote_write.backlog_records_per_sec",
+                rw.backlog_records_per_sec,
+                1,
+                1_000_000,
+            ) as u32;
+            let mut external: BTreeMap<String, String> =
+                BTreeMap::from([("site".to_string(), id.site_plant_id.clone())]);
+            for (k, v) in &rw.external_labels {
+                let valid_name = k
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !k.starts_with("__");
+                if !valid_name {
+                    c.fail(
+                        &format!("sinks.remote_write.external_labels.{k}"),
+                        "is not a valid Prometheus label name",
+                    );
+                }
+                external.insert(k.clone(), v.clone());
+            }
+            match split_http_url(&rw.url) {
+                Ok((authority, path)) => Some(RemoteWriteSinkConfig {
+                    authority,
+                    path: if path.is_empty() {
+                        "/".to_string()
+                    } else {
+                        path
+                    },
+                    auth,
+                    timeout,
+                    max_samples_per_request: max_samples,
+                    backlog_records_per_sec: rate,
+                    external_labels: external.into_iter().collect(),
+                }),
+                Err(msg) => {
+                    c.fail("sinks.remote_write.url", msg);
                     None
                 }
             }
@@ -1211,6 +1352,7 @@ impl RawConfig {
             spool,
             mqtt,
             pushgateway,
+            remote_write,
         })
     }
 }

@@ -278,7 +278,7 @@ impl Metrics {
             )?,
         )?;
         build
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), std::env::consts::ARCH])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("COPILOT_EDGE_TARGET")])
             .set(1);
         let budget = reg(
             &r,

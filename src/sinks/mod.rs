@@ -7,12 +7,15 @@
 //! - [`pushgateway`]: the newest metrics state, `PUT` every snapshot interval. The Pushgateway
 //!   keeps only the latest value per series and refuses timestamps, so it cannot take history:
 //!   after an outage the next push carries the current (cumulative) counters, and the history of
-//!   the outage travels by MQTT. A push counts as delivered on an HTTP 2xx.
+//!   the outage travels by MQTT or remote write. A push counts as delivered on an HTTP 2xx.
+//! - [`remote_write`]: every spooled snapshot, with its original timestamps, as Prometheus
+//!   remote write 1.0; a batch counts as delivered on an HTTP 2xx.
 //!
 //! Shared here: capped exponential backoff with jitter, and the payload encodings.
 
 pub mod mqtt;
 pub mod pushgateway;
+pub mod remote_write;
 
 use std::time::Duration;
 

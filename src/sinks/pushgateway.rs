@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 pub const NAME: &str = "pushgateway";
 
 /// Base64 (standard alphabet, padded) for the Basic auth header.
-fn base64(input: &[u8]) -> String {
+pub(crate) fn base64(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for c in input.chunks(3) {

@@ -4,4 +4,5 @@ mod api;
 mod common;
 mod metrics;
 mod notify;
+mod remote_write;
 mod spool;

@@ -95,9 +95,19 @@ pub fn prometheus(
     alertmanager: Option<SocketAddr>,
     extra_args: &[&str],
 ) -> Service {
+    prometheus_on(free_port(), targets, rule_files, alertmanager, extra_args)
+}
+
+/// [`prometheus`] on a given port (for a receiver the agent already points at).
+pub fn prometheus_on(
+    port: u16,
+    targets: &[SocketAddr],
+    rule_files: &[PathBuf],
+    alertmanager: Option<SocketAddr>,
+    extra_args: &[&str],
+) -> Service {
     let bin = need("prometheus");
     let dir = TempDir::new("prom");
-    let port = free_port();
     let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
     let rules: Vec<String> = rule_files
         .iter()
