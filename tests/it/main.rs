@@ -1,5 +1,6 @@
 //! Integration tests: one binary, real `copilot-edge` processes, real services on loopback.
 
+mod alerts;
 mod api;
 mod common;
 mod metrics;

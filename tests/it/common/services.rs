@@ -106,7 +106,6 @@ pub fn prometheus_on(
     alertmanager: Option<SocketAddr>,
     extra_args: &[&str],
 ) -> Service {
-    let bin = need("prometheus");
     let dir = TempDir::new("prom");
     let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
     let rules: Vec<String> = rule_files
@@ -121,6 +120,12 @@ pub fn prometheus_on(
         rules.join(", "),
         targets.join(", ")
     );
+    prometheus_with_config(port, dir, &cfg, extra_args)
+}
+
+/// A Prometheus on `port` with the given configuration text (written into `dir`).
+pub fn prometheus_with_config(port: u16, dir: TempDir, cfg: &str, extra_args: &[&str]) -> Service {
+    let bin = need("prometheus");
     std::fs::write(dir.path().join("prometheus.yml"), cfg).unwrap();
     let child = Command::new(bin)
         .arg(format!(
@@ -139,16 +144,25 @@ pub fn prometheus_on(
         ])
         .args(extra_args)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
         .spawn()
         .unwrap();
-    let s = Service {
+    let mut s = Service {
         child,
         port,
         dir,
         name: "prometheus",
     };
-    wait_http_ok(&format!("{}/-/ready", s.url()), "prometheus ready");
+    wait_for("prometheus ready", Duration::from_secs(30), || {
+        if let Ok(Some(st)) = s.child.try_wait() {
+            panic!(
+                "prometheus exited with {st}: {}",
+                std::fs::read_to_string(s.dir.path().join("stderr.log")).unwrap_or_default()
+            );
+        }
+        std::net::TcpStream::connect(s.addr()).ok()?;
+        (request(s.addr(), "GET", "/-/ready", &[], b"").status == 200).then_some(())
+    });
     s
 }
 
