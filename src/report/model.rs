@@ -61,9 +61,9 @@ impl UptimeSource {
     /// How the figure was computed, in a few words.
     pub fn describe(self) -> &'static str {
         match self {
-            UptimeSource::Scrape => "scrape `up`",
-            UptimeSource::Push => "push freshness",
-            UptimeSource::Presence => "metrics present",
+            UptimeSource::Scrape => "source: up",
+            UptimeSource::Push => "source: push freshness",
+            UptimeSource::Presence => "source: metrics present",
         }
     }
 }

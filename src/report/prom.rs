@@ -73,7 +73,8 @@ impl Prometheus {
         let has_port = match host_port.rsplit_once(':') {
             // "[::1]" alone has colons but no port.
             Some((_, port)) if !host_port.ends_with(']') => {
-                port.parse::<u16>().map_err(|_| bad("the port is not a number"))?;
+                port.parse::<u16>()
+                    .map_err(|_| bad("the port is not a number"))?;
                 true
             }
             _ => false,
@@ -305,9 +306,20 @@ mod tests {
         ];
         for (url, authority, prefix) in ok {
             let p = Prometheus::new(url).unwrap();
-            assert_eq!((p.authority(), p.prefix.as_str()), (authority, prefix), "{url}");
+            assert_eq!(
+                (p.authority(), p.prefix.as_str()),
+                (authority, prefix),
+                "{url}"
+            );
         }
-        for bad in ["https://prom:9090", "prom:9090", "http://", "http://a:b", "http://u@p:1", "http://p:1/?x"] {
+        for bad in [
+            "https://prom:9090",
+            "prom:9090",
+            "http://",
+            "http://a:b",
+            "http://u@p:1",
+            "http://p:1/?x",
+        ] {
             assert!(Prometheus::new(bad).is_err(), "{bad} should be refused");
         }
     }
@@ -336,7 +348,10 @@ mod tests {
         let s = parse_vector(&json!({"resultType": "scalar", "result": [1.5, "7"]})).unwrap();
         assert_eq!(s[0].value, 7.0);
         assert!(parse_vector(&json!({"resultType": "matrix", "result": []})).is_err());
-        assert!(parse_vector(&json!({"resultType": "vector", "result": [{"metric": {}, "value": [1, 2]}]})).is_err());
+        assert!(parse_vector(
+            &json!({"resultType": "vector", "result": [{"metric": {}, "value": [1, 2]}]})
+        )
+        .is_err());
     }
 
     #[test]

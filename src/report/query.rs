@@ -147,7 +147,10 @@ pub mod promql {
     pub fn p95(s: &Scope, by: &str, window: &str) -> String {
         format!(
             "histogram_quantile(0.95, sum by ({by}le) (increase({}[{window}])))",
-            selector(LATENCY, &[Some(&format!("agent_name={}", quote(SLA_AGENT))), s.p()])
+            selector(
+                LATENCY,
+                &[Some(&format!("agent_name={}", quote(SLA_AGENT))), s.p()]
+            )
         )
     }
 
@@ -399,8 +402,12 @@ pub async fn collect(
         url: prom.url.clone(),
     };
 
-    let requests = single(&prom.vector(&promql::requests(&scope, "sum", "7d"), t).await?)
-        .ok_or_else(|| no_data("copilot_requests_total"))?;
+    let requests = single(
+        &prom
+            .vector(&promql::requests(&scope, "sum", "7d"), t)
+            .await?,
+    )
+    .ok_or_else(|| no_data("copilot_requests_total"))?;
     if let Some(pm) = &scope.plant {
         let gws: Vec<String> = prom
             .vector(&promql::gateways_of_plant(pm), t)
@@ -436,7 +443,11 @@ pub async fn collect(
     let p95_seconds = single(&prom.vector(&promql::p95(&scope, "", "7d"), t).await?);
     let errors = Ratio::new(
         single(&prom.vector(&promql::http_requests(&scope, true), t).await?),
-        single(&prom.vector(&promql::http_requests(&scope, false), t).await?),
+        single(
+            &prom
+                .vector(&promql::http_requests(&scope, false), t)
+                .await?,
+        ),
     );
 
     // Per plant, then the scope's figure from the same answer (sum over plants).
@@ -499,12 +510,20 @@ pub async fn collect(
         .await?
         .into_iter()
         .filter(|s| s.value.is_finite())
-        .map(|s| (s.labels.get("direction").cloned().unwrap_or_default(), s.value))
+        .map(|s| {
+            (
+                s.labels.get("direction").cloned().unwrap_or_default(),
+                s.value,
+            )
+        })
         .collect();
     tokens.sort_by(|a, b| a.0.cmp(&b.0));
     let cost_usd = single(
         &prom
-            .vector(&promql::increase("copilot_llm_cost_usd_total", &scope, "sum"), t)
+            .vector(
+                &promql::increase("copilot_llm_cost_usd_total", &scope, "sum"),
+                t,
+            )
             .await?,
     );
     let equipment = equipment_rows(&prom.vector(&promql::equipment(&scope), t).await?);
@@ -516,7 +535,12 @@ pub async fn collect(
     let alerts = alert_rows(&alert_series, week);
 
     let hourly = prom
-        .range(&promql::p95(&scope, "", "1h"), week.start + 3600, week.end, 3600)
+        .range(
+            &promql::p95(&scope, "", "1h"),
+            week.start + 3600,
+            week.end,
+            3600,
+        )
         .await?;
     let worst_hour = worst_hour(&hourly, super::health::P95_SLA);
     let daily_requests = prom
@@ -528,7 +552,12 @@ pub async fn collect(
         )
         .await?;
     let daily_p95 = prom
-        .range(&promql::p95(&scope, "", "1d"), week.start + DAY, week.end, DAY)
+        .range(
+            &promql::p95(&scope, "", "1d"),
+            week.start + DAY,
+            week.end,
+            DAY,
+        )
         .await?;
     let days = week
         .day_starts()
@@ -576,7 +605,10 @@ mod tests {
         assert_eq!(quote(r#"pl"ant\7"#), r#""pl\"ant\\7""#);
         assert_eq!(regex_escape("gw.1|x"), r"gw\.1\|x");
         assert_eq!(quote(&regex_escape("gw.1")), r#""gw\\.1""#);
-        assert_eq!(selector("up", &[None, Some("a=\"b\""), None]), "up{a=\"b\"}");
+        assert_eq!(
+            selector("up", &[None, Some("a=\"b\""), None]),
+            "up{a=\"b\"}"
+        );
         assert_eq!(selector("up", &[]), "up{}");
     }
 
@@ -607,7 +639,10 @@ mod tests {
             promql::feedback_weighted(&all, "sum"),
             "sum (avg_over_time(copilot_user_feedback_score{}[7d]) * increase(copilot_user_feedback_total{}[7d]))"
         );
-        assert_eq!(promql::alerts(&all), vec!["ALERTS{alertstate=\"firing\"}[7d]"]);
+        assert_eq!(
+            promql::alerts(&all),
+            vec!["ALERTS{alertstate=\"firing\"}[7d]"]
+        );
         assert_eq!(
             promql::alerts(&one),
             vec![
@@ -627,20 +662,39 @@ mod tests {
         let h = 3600;
         let cases: Vec<(&str, Vec<f64>, Option<(usize, i64, i64)>)> = vec![
             ("none", vec![], None),
-            ("one hour at 5m", ts(w.start + 50 * h + 600, 300, 12), Some((1, h, w.start + 50 * h + 600))),
+            (
+                "one hour at 5m",
+                ts(w.start + 50 * h + 600, 300, 12),
+                Some((1, h, w.start + 50 * h + 600)),
+            ),
             (
                 "two episodes",
                 [ts(w.start + h, 60, 30), ts(w.start + 5 * h, 60, 30)].concat(),
                 Some((2, 3600, w.start + h)),
             ),
-            ("starts before the week", ts(w.start - 1800, 300, 12), Some((1, 1800, w.start))),
-            ("runs past the week", ts(w.end - 600, 300, 6), Some((1, 600, w.end - 600))),
+            (
+                "starts before the week",
+                ts(w.start - 1800, 300, 12),
+                Some((1, 1800, w.start)),
+            ),
+            (
+                "runs past the week",
+                ts(w.end - 600, 300, 6),
+                Some((1, 600, w.end - 600)),
+            ),
             ("all outside", ts(w.end, 300, 6), None),
-            ("single sample", vec![(w.start + h) as f64], Some((1, 60, w.start + h))),
+            (
+                "single sample",
+                vec![(w.start + h) as f64],
+                Some((1, 60, w.start + h)),
+            ),
             // A 15 s rule interval with jitter and one missed evaluation: still one episode.
             (
                 "jitter",
-                vec![0.0, 15.2, 29.9, 45.0, 75.1, 90.0].iter().map(|d| (w.start + h) as f64 + d).collect(),
+                vec![0.0, 15.2, 29.9, 45.0, 75.1, 90.0]
+                    .iter()
+                    .map(|d| (w.start + h) as f64 + d)
+                    .collect(),
                 Some((1, 105, w.start + h)),
             ),
         ];
@@ -666,11 +720,24 @@ mod tests {
             .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-            points: ts(w.start + 3600, 300, n).into_iter().map(|t| (t, 1.0)).collect(),
+            points: ts(w.start + 3600, 300, n)
+                .into_iter()
+                .map(|t| (t, 1.0))
+                .collect(),
         };
-        let rows = alert_rows(&[series("B", "p", 2), series("A", "", 6), series("C", "p", 0)], w);
-        assert_eq!(rows.len(), 2, "a series without samples in the week is not a row");
-        assert_eq!((rows[0].alertname.as_str(), rows[0].fired_secs), ("A", 1800));
+        let rows = alert_rows(
+            &[series("B", "p", 2), series("A", "", 6), series("C", "p", 0)],
+            w,
+        );
+        assert_eq!(
+            rows.len(),
+            2,
+            "a series without samples in the week is not a row"
+        );
+        assert_eq!(
+            (rows[0].alertname.as_str(), rows[0].fired_secs),
+            ("A", 1800)
+        );
         assert_eq!(rows[0].plant, "");
         assert_eq!(rows[0].details, "agent_name=rag_agent");
         assert_eq!((rows[1].alertname.as_str(), rows[1].fired_secs), ("B", 600));
@@ -710,7 +777,10 @@ mod tests {
             value: v,
         };
         let rows = equipment_rows(&[s("b", "x", 5.0), s("a", "y", 5.0), s("a", "z", 9.0)]);
-        let got: Vec<(&str, &str)> = rows.iter().map(|r| (r.plant.as_str(), r.equipment.as_str())).collect();
+        let got: Vec<(&str, &str)> = rows
+            .iter()
+            .map(|r| (r.plant.as_str(), r.equipment.as_str()))
+            .collect();
         assert_eq!(got, [("a", "z"), ("a", "y"), ("b", "x")]);
     }
 }

@@ -32,7 +32,11 @@ pub fn nice_ceiling(v: f64) -> f64 {
 /// The y pixel of value `v` on an axis from 0 (bottom of the plot) to `max` (top).
 pub fn y_of(v: f64, max: f64) -> f64 {
     let plot = HEIGHT - TOP - BOTTOM;
-    let frac = if max > 0.0 { (v / max).clamp(0.0, 1.0) } else { 0.0 };
+    let frac = if max > 0.0 {
+        (v / max).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     TOP + plot * (1.0 - frac)
 }
 
@@ -198,18 +202,38 @@ mod tests {
     }
 
     fn labels() -> Vec<String> {
-        ["Mon", "Tue", "Wed"].iter().map(|s| s.to_string()).collect()
+        ["Mon", "Tue", "Wed"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     #[test]
     fn bars_have_heights_proportional_to_values() {
-        let svg = bar_chart("Requests", &labels(), &[Some(100.0), None, Some(50.0)], &|v| v.to_string());
+        let svg = bar_chart(
+            "Requests",
+            &labels(),
+            &[Some(100.0), None, Some(50.0)],
+            &|v| v.to_string(),
+        );
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
         assert_eq!(svg.matches("<rect").count(), 2, "no bar without data");
         // max 100 → full plot height for the first bar, half for the last.
         let plot = HEIGHT - TOP - BOTTOM;
-        assert!(svg.contains(&format!("height=\"{:.1}\" class=\"bar\" data-value=\"100\"", plot)), "{svg}");
-        assert!(svg.contains(&format!("height=\"{:.1}\" class=\"bar\" data-value=\"50\"", plot / 2.0)), "{svg}");
+        assert!(
+            svg.contains(&format!(
+                "height=\"{:.1}\" class=\"bar\" data-value=\"100\"",
+                plot
+            )),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(&format!(
+                "height=\"{:.1}\" class=\"bar\" data-value=\"50\"",
+                plot / 2.0
+            )),
+            "{svg}"
+        );
         assert!(!svg.contains("http"));
     }
 
@@ -222,12 +246,22 @@ mod tests {
             0.5,
             &|v| format!("{:.0} ms", v * 1000.0),
         );
-        assert_eq!(svg.matches("<polyline").count(), 0, "no two consecutive points");
+        assert_eq!(
+            svg.matches("<polyline").count(),
+            0,
+            "no two consecutive points"
+        );
         assert_eq!(svg.matches("<circle").count(), 2);
         assert_eq!(svg.matches("dot over").count(), 1);
         assert!(svg.contains("P95 &lt;per day&gt;"));
         assert!(svg.contains("SLA 500 ms"));
-        let svg = line_chart("x", &labels(), &[Some(0.3), Some(0.4), Some(0.2)], 0.5, &|v| v.to_string());
+        let svg = line_chart(
+            "x",
+            &labels(),
+            &[Some(0.3), Some(0.4), Some(0.2)],
+            0.5,
+            &|v| v.to_string(),
+        );
         assert_eq!(svg.matches("<polyline").count(), 1);
     }
 }

@@ -27,8 +27,7 @@ impl Date {
         let shape_ok = b.len() == 10
             && b[4] == b'-'
             && b[7] == b'-'
-            && b
-                .iter()
+            && b.iter()
                 .enumerate()
                 .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
         if !shape_ok {
@@ -171,19 +170,47 @@ mod tests {
 
     #[test]
     fn parse_accepts_real_dates_only() {
-        let ok = [("2026-11-09", (2026, 11, 9)), ("2024-02-29", (2024, 2, 29)), ("2000-02-29", (2000, 2, 29))];
+        let ok = [
+            ("2026-11-09", (2026, 11, 9)),
+            ("2024-02-29", (2024, 2, 29)),
+            ("2000-02-29", (2000, 2, 29)),
+        ];
         for (s, (y, m, d)) in ok {
-            assert_eq!(Date::parse(s), Ok(Date { year: y, month: m, day: d }), "{s}");
+            assert_eq!(
+                Date::parse(s),
+                Ok(Date {
+                    year: y,
+                    month: m,
+                    day: d
+                }),
+                "{s}"
+            );
         }
-        for bad in ["2026-1-09", "2026/11/09", "2026-13-01", "2026-00-10", "2026-11-31", "2023-02-29",
-            "1900-02-29", "2026-11-09T00", "", "abcd-ef-gh", "+026-11-09"] {
+        for bad in [
+            "2026-1-09",
+            "2026/11/09",
+            "2026-13-01",
+            "2026-00-10",
+            "2026-11-31",
+            "2023-02-29",
+            "1900-02-29",
+            "2026-11-09T00",
+            "",
+            "abcd-ef-gh",
+            "+026-11-09",
+        ] {
             assert!(Date::parse(bad).is_err(), "{bad} should be refused");
         }
     }
 
     #[test]
     fn days_round_trip_and_known_values() {
-        let known = [("1970-01-01", 0), ("2000-03-01", 11_017), ("2026-11-09", 20_766), ("1969-12-31", -1)];
+        let known = [
+            ("1970-01-01", 0),
+            ("2000-03-01", 11_017),
+            ("2026-11-09", 20_766),
+            ("1969-12-31", -1),
+        ];
         for (s, days) in known {
             let d = Date::parse(s).unwrap();
             assert_eq!(d.days(), days, "{s}");
@@ -196,7 +223,12 @@ mod tests {
 
     #[test]
     fn weekdays() {
-        let cases = [("1970-01-01", "Thu"), ("2026-11-09", "Mon"), ("2026-11-15", "Sun"), ("2024-02-29", "Thu")];
+        let cases = [
+            ("1970-01-01", "Thu"),
+            ("2026-11-09", "Mon"),
+            ("2026-11-15", "Sun"),
+            ("2024-02-29", "Thu"),
+        ];
         for (s, name) in cases {
             assert_eq!(Date::parse(s).unwrap().weekday_name(), name, "{s}");
         }
@@ -220,11 +252,20 @@ mod tests {
     fn last_complete_week() {
         let cases = [
             // Thursday 2026-11-26 22:00 → the week of 2026-11-16.
-            (Date::parse("2026-11-26").unwrap().days() * DAY + 22 * 3600, "2026-11-16"),
+            (
+                Date::parse("2026-11-26").unwrap().days() * DAY + 22 * 3600,
+                "2026-11-16",
+            ),
             // Exactly Monday 00:00: the week that just ended.
-            (Date::parse("2026-11-23").unwrap().days() * DAY, "2026-11-16"),
+            (
+                Date::parse("2026-11-23").unwrap().days() * DAY,
+                "2026-11-16",
+            ),
             // Sunday 23:59:59: the week before the current one.
-            (Date::parse("2026-11-22").unwrap().days() * DAY + DAY - 1, "2026-11-09"),
+            (
+                Date::parse("2026-11-22").unwrap().days() * DAY + DAY - 1,
+                "2026-11-09",
+            ),
         ];
         for (now, monday) in cases {
             let w = Week::last_complete(now);
@@ -239,6 +280,9 @@ mod tests {
         assert_eq!(datetime(t), "2026-11-11 14:05");
         assert_eq!(clock(t), "14:05");
         assert_eq!(rfc3339(t), "2026-11-11T14:05:07Z");
-        assert_eq!(Week::containing(Date::parse("2026-11-11").unwrap()).to_string(), "the week of 2026-11-09");
+        assert_eq!(
+            Week::containing(Date::parse("2026-11-11").unwrap()).to_string(),
+            "the week of 2026-11-09"
+        );
     }
 }

@@ -77,7 +77,7 @@ struct SegmentMeta {
     records: u64,
     bytes: u64,
     /// (seq, offset) samples, one every few records, to start reads near the right place.
-    index: Vec<(u64, u64)>,
+    index: Vec<(u64, u64, i64)>,
 }
 
 const INDEX_EVERY: u64 = 64;
@@ -185,7 +185,7 @@ fn recover_segment(path: &Path, after: u64) -> Result<(Option<SegmentMeta>, u64)
             *off as u64
         };
         if meta.records % INDEX_EVERY == 0 {
-            meta.index.push((r.seq, at));
+            meta.index.push((r.seq, at, r.ts_ms));
         }
         if damaged {
             segment::encode(r.seq, r.ts_ms, r.kind, &r.payload, &mut clean);
@@ -382,7 +382,7 @@ impl Spool {
             g.next_seq += 1;
             let s = &mut g.segments[seg_idx];
             if s.records % INDEX_EVERY == 0 {
-                s.index.push((seq, base + buf.len() as u64));
+                s.index.push((seq, base + buf.len() as u64, ts_ms));
             }
             if s.records == 0 {
                 s.first_seq = seq;
@@ -492,8 +492,8 @@ impl Spool {
                 .index
                 .iter()
                 .rev()
-                .find(|(seq, _)| *seq <= after + 1)
-                .map_or(0, |(_, off)| *off);
+                .find(|(seq, _, _)| *seq <= after + 1)
+                .map_or(0, |(_, off, _)| *off);
             let f = File::open(&s.path).map_err(io_err(&s.path))?;
             // Read forward in chunks, decoding as we go; a record larger than a chunk just takes
             // several refills.
@@ -638,12 +638,21 @@ fn pending_in(s: &SegmentMeta, acked: u64) -> u64 {
 }
 
 fn oldest_pending_ts(segments: &[SegmentMeta], acked: u64) -> Option<i64> {
-    // The first segment with pending records; its first timestamp bounds the oldest age (exact
-    // when the cursor sits at a segment boundary, at most one segment's span older otherwise).
-    segments
+    // The first segment with pending records; within it, the index entry at or before the first
+    // pending record. Exact at segment starts; otherwise at most INDEX_EVERY records older than
+    // the true oldest pending record (timestamps only grow within a run).
+    let s = segments
         .iter()
-        .find(|s| s.records > 0 && s.last_seq > acked)
-        .map(|s| s.first_ts_ms)
+        .find(|s| s.records > 0 && s.last_seq > acked)?;
+    if s.first_seq > acked {
+        return Some(s.first_ts_ms);
+    }
+    s.index
+        .iter()
+        .rev()
+        .find(|(seq, _, _)| *seq <= acked + 1)
+        .map(|e| e.2)
+        .or(Some(s.first_ts_ms))
 }
 
 /// `copilot-edge spool status`: reads the spool directory without modifying anything, so it is
@@ -790,6 +799,13 @@ mod tests {
         );
         s.ack("a", 60).unwrap();
         s.ack("b", 30).unwrap();
+        // Record i has timestamp i: the oldest pending age is that of record 61 / 31, give or
+        // take the index granularity.
+        let bl = s.backlog();
+        let a = bl.iter().find(|b| b.sink == "a").unwrap();
+        assert_eq!(a.pending_records, 40);
+        let ts = a.oldest_pending_ts_ms.unwrap();
+        assert!((61 - INDEX_EVERY as i64..=61).contains(&ts), "{ts}");
         s.flush().unwrap();
         let segs_before = std::fs::read_dir(d.join("segments")).unwrap().count();
         drop(s);

@@ -6,4 +6,5 @@ mod common;
 mod metrics;
 mod notify;
 mod remote_write;
+mod report;
 mod spool;
