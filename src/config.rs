@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::tls::{self, TlsClient};
+
 /// The commented default configuration, embedded so `print-default-config` and the no-config
 /// start agree. A unit test checks it parses to exactly [`RawConfig::default`].
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/default.toml");
@@ -251,6 +253,11 @@ pub struct RawLlm {
     pub price_output_per_1k_usd: f64,
     /// Exported as `copilot_edge_llm_budget_usd_per_day` for the TokenBudgetExceeded alert.
     pub budget_usd_per_day: f64,
+    /// TLS (https URLs; MQTT with `tls = true`): CA bundle (PEM; empty = built-in Mozilla roots)
+    /// and an optional client certificate and key for mutual TLS.
+    pub tls_ca_file: String,
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 impl Default for RawLlm {
@@ -265,6 +272,9 @@ impl Default for RawLlm {
             price_input_per_1k_usd: 0.0005,
             price_output_per_1k_usd: 0.0015,
             budget_usd_per_day: 0.0,
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -364,6 +374,11 @@ pub struct RawRemoteWrite {
     pub backlog_records_per_sec: u64,
     /// Added to every series that does not already have the label.
     pub external_labels: BTreeMap<String, String>,
+    /// TLS (https URLs; MQTT with `tls = true`): CA bundle (PEM; empty = built-in Mozilla roots)
+    /// and an optional client certificate and key for mutual TLS.
+    pub tls_ca_file: String,
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 impl Default for RawRemoteWrite {
@@ -379,6 +394,9 @@ impl Default for RawRemoteWrite {
             max_samples_per_request: 5000,
             backlog_records_per_sec: 1000,
             external_labels: BTreeMap::new(),
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -402,6 +420,13 @@ pub struct RawMqtt {
     pub max_inflight: u64,
     /// Backlog replay limit, records per second (live data is never held back by it).
     pub backlog_records_per_sec: u64,
+    /// Connect with TLS (port 8883 by convention).
+    pub tls: bool,
+    /// TLS (https URLs; MQTT with `tls = true`): CA bundle (PEM; empty = built-in Mozilla roots)
+    /// and an optional client certificate and key for mutual TLS.
+    pub tls_ca_file: String,
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 impl Default for RawMqtt {
@@ -420,6 +445,10 @@ impl Default for RawMqtt {
             max_packet_bytes: 4 * 1024 * 1024,
             max_inflight: 64,
             backlog_records_per_sec: 500,
+            tls: false,
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -437,6 +466,11 @@ pub struct RawPushgateway {
     pub password_file: String,
     pub bearer_token: String,
     pub timeout_ms: u64,
+    /// TLS (https URLs; MQTT with `tls = true`): CA bundle (PEM; empty = built-in Mozilla roots)
+    /// and an optional client certificate and key for mutual TLS.
+    pub tls_ca_file: String,
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 impl Default for RawPushgateway {
@@ -450,6 +484,9 @@ impl Default for RawPushgateway {
             password_file: String::new(),
             bearer_token: String::new(),
             timeout_ms: 5000,
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -534,11 +571,22 @@ pub struct EngineConfig {
     pub feedback_window: Duration,
 }
 
+/// An HTTP(S) peer: where to connect, the name to put in `Host` and to verify, and TLS settings
+/// when the URL is `https://`.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `host:port`
+    pub authority: String,
+    /// The host part, for TLS server-name verification.
+    pub host: String,
+    pub tls: Option<TlsClient>,
+}
+
 /// The upstream LLM (only when `[llm] url` is set).
 #[derive(Debug, Clone)]
 pub struct LlmConfig {
-    /// `host:port` to connect to.
-    pub authority: String,
+    /// Where to connect.
+    pub endpoint: Endpoint,
     /// Request path, e.g. `/v1/chat/completions`.
     pub path: String,
     pub model: String,
@@ -610,6 +658,8 @@ pub struct MqttSinkConfig {
     pub max_packet_bytes: usize,
     pub max_inflight: u16,
     pub backlog_records_per_sec: u32,
+    /// TLS settings when `tls = true`.
+    pub tls: Option<TlsClient>,
 }
 
 /// Pushgateway authentication.
@@ -622,8 +672,8 @@ pub enum HttpAuth {
 
 #[derive(Debug, Clone)]
 pub struct PushgatewaySinkConfig {
-    /// `host:port`
-    pub authority: String,
+    /// Where to connect.
+    pub endpoint: Endpoint,
     /// Base path prefix (usually empty).
     pub base_path: String,
     pub job: String,
@@ -633,8 +683,8 @@ pub struct PushgatewaySinkConfig {
 
 #[derive(Debug, Clone)]
 pub struct RemoteWriteSinkConfig {
-    /// `host:port`
-    pub authority: String,
+    /// Where to connect.
+    pub endpoint: Endpoint,
     /// Request path, e.g. `/api/v1/write`.
     pub path: String,
     pub auth: HttpAuth,
@@ -771,30 +821,39 @@ pub fn parse_token_lines(text: &str) -> Result<Vec<TokenEntry>, String> {
     Ok(out)
 }
 
-/// Splits `http://host:port/path` into (authority, path). Only plain `http` is accepted: TLS to
-/// the LLM and the Pushgateway is not built in (terminate it on a local proxy; see README).
-fn split_http_url(url: &str) -> Result<(String, String), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        if url.starts_with("https://") {
-            "https is not supported by this build; use http:// (e.g. via a local TLS proxy)"
-                .to_string()
-        } else {
-            "must start with http://".to_string()
-        }
-    })?;
+/// Splits `http(s)://host:port/path` into (https?, authority, host, path without trailing `/`).
+fn split_http_url(url: &str) -> Result<(bool, String, String, String), String> {
+    let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(r), _) => (false, r),
+        (_, Some(r)) => (true, r),
+        _ => return Err("must start with http:// or https://".to_string()),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
     };
-    if authority.is_empty() || !authority.contains(':') && authority.contains(['@', '?', '#']) {
-        return Err("has no host".into());
+    if authority.is_empty() || authority.contains(['@', '?', '#']) {
+        return Err("has no usable host (user info, query and fragment are not supported)".into());
     }
-    let authority = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
+    let (host, authority) = match authority.rsplit_once(':') {
+        Some((h, port)) if !h.ends_with(']') && port.parse::<u16>().is_err() => {
+            return Err(format!("bad port `{port}`"))
+        }
+        Some((h, _)) => (
+            h.trim_start_matches('[').trim_end_matches(']').to_string(),
+            authority.to_string(),
+        ),
+        None => (
+            authority.to_string(),
+            format!("{authority}:{}", if https { 443 } else { 80 }),
+        ),
     };
-    Ok((authority, path.to_string()))
+    Ok((https, authority, host, path.to_string()))
+}
+
+/// The raw TLS keys every uplink table has.
+fn tls_files<'a>(ca: &'a str, cert: &'a str, key: &'a str) -> (&'a str, &'a str, &'a str) {
+    (ca, cert, key)
 }
 
 struct Checker {
@@ -802,6 +861,59 @@ struct Checker {
 }
 
 impl Checker {
+    /// TLS client settings from `<key>.tls_ca_file` / `tls_cert_file` / `tls_key_file`.
+    fn tls(&mut self, key: &str, (ca, cert, pkey): (&str, &str, &str)) -> Option<TlsClient> {
+        let ca = (!ca.is_empty()).then(|| Path::new(ca));
+        let pair = match (cert.is_empty(), pkey.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some((Path::new(cert), Path::new(pkey))),
+            _ => {
+                self.fail(
+                    &format!("{key}.tls_cert_file"),
+                    "tls_cert_file and tls_key_file go together",
+                );
+                None
+            }
+        };
+        match tls::client_config(ca, pair) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.fail(&format!("{key}.tls_ca_file"), e.to_string());
+                None
+            }
+        }
+    }
+
+    /// An endpoint from `<key>.url` (TLS when it is https).
+    fn endpoint(
+        &mut self,
+        key: &str,
+        url: &str,
+        files: (&str, &str, &str),
+    ) -> Option<(Endpoint, String)> {
+        match split_http_url(url) {
+            Ok((https, authority, host, path)) => {
+                let tls = if https {
+                    Some(self.tls(key, files)?)
+                } else {
+                    None
+                };
+                Some((
+                    Endpoint {
+                        authority,
+                        host,
+                        tls,
+                    },
+                    path,
+                ))
+            }
+            Err(msg) => {
+                self.fail(&format!("{key}.url"), msg);
+                None
+            }
+        }
+    }
+
     /// HTTP auth for a sink: username + password (Basic) or a bearer token, not both.
     fn http_auth(
         &mut self,
@@ -1069,20 +1181,19 @@ impl RawConfig {
         let llm = if lm.url.is_empty() {
             None
         } else {
-            match split_http_url(&lm.url) {
-                Ok((authority, base)) => Some(LlmConfig {
-                    authority,
-                    path: format!("{base}/v1/chat/completions"),
-                    model: lm.model.clone(),
-                    api_key,
-                    timeout,
-                    max_tokens,
-                }),
-                Err(msg) => {
-                    c.fail("llm.url", msg);
-                    None
-                }
-            }
+            c.endpoint(
+                "llm",
+                &lm.url,
+                tls_files(&lm.tls_ca_file, &lm.tls_cert_file, &lm.tls_key_file),
+            )
+            .map(|(endpoint, base)| LlmConfig {
+                endpoint,
+                path: format!("{base}/v1/chat/completions"),
+                model: lm.model.clone(),
+                api_key,
+                timeout,
+                max_tokens,
+            })
         };
 
         let m = &self.metrics;
@@ -1177,7 +1288,16 @@ impl RawConfig {
                 &mq.password_file,
                 env.credential("mqtt-password"),
             );
+            let tls = if mq.tls {
+                c.tls(
+                    "sinks.mqtt",
+                    tls_files(&mq.tls_ca_file, &mq.tls_cert_file, &mq.tls_key_file),
+                )
+            } else {
+                None
+            };
             Some(MqttSinkConfig {
+                tls,
                 host: mq.host.clone(),
                 port: mq.port,
                 client_id: if mq.client_id.is_empty() {
@@ -1237,19 +1357,18 @@ impl RawConfig {
                 10,
                 600_000,
             ));
-            match split_http_url(&pg.url) {
-                Ok((authority, base_path)) => Some(PushgatewaySinkConfig {
-                    authority,
-                    base_path,
-                    job: pg.job.clone(),
-                    auth,
-                    timeout,
-                }),
-                Err(msg) => {
-                    c.fail("sinks.pushgateway.url", msg);
-                    None
-                }
-            }
+            c.endpoint(
+                "sinks.pushgateway",
+                &pg.url,
+                tls_files(&pg.tls_ca_file, &pg.tls_cert_file, &pg.tls_key_file),
+            )
+            .map(|(endpoint, base_path)| PushgatewaySinkConfig {
+                endpoint,
+                base_path,
+                job: pg.job.clone(),
+                auth,
+                timeout,
+            })
         } else {
             None
         };
@@ -1301,25 +1420,24 @@ impl RawConfig {
                 }
                 external.insert(k.clone(), v.clone());
             }
-            match split_http_url(&rw.url) {
-                Ok((authority, path)) => Some(RemoteWriteSinkConfig {
-                    authority,
-                    path: if path.is_empty() {
-                        "/".to_string()
-                    } else {
-                        path
-                    },
-                    auth,
-                    timeout,
-                    max_samples_per_request: max_samples,
-                    backlog_records_per_sec: rate,
-                    external_labels: external.into_iter().collect(),
-                }),
-                Err(msg) => {
-                    c.fail("sinks.remote_write.url", msg);
-                    None
-                }
-            }
+            c.endpoint(
+                "sinks.remote_write",
+                &rw.url,
+                tls_files(&rw.tls_ca_file, &rw.tls_cert_file, &rw.tls_key_file),
+            )
+            .map(|(endpoint, path)| RemoteWriteSinkConfig {
+                endpoint,
+                path: if path.is_empty() {
+                    "/".to_string()
+                } else {
+                    path
+                },
+                auth,
+                timeout,
+                max_samples_per_request: max_samples,
+                backlog_records_per_sec: rate,
+                external_labels: external.into_iter().collect(),
+            })
         } else {
             None
         };
@@ -1401,7 +1519,7 @@ mod tests {
                 "sinks.mqtt.format",
             ),
             (
-                "[sinks.pushgateway]\nenabled = true\nurl = \"https://x:1\"",
+                "[sinks.pushgateway]\nenabled = true\nurl = \"ftp://x:1\"",
                 "sinks.pushgateway.url",
             ),
         ];
@@ -1465,15 +1583,56 @@ mod tests {
     }
 
     #[test]
-    fn llm_url_split() {
-        assert_eq!(
-            split_http_url("http://10.0.0.5:8081").unwrap(),
-            ("10.0.0.5:8081".into(), "".into())
+    fn url_split() {
+        let cases: &[(&str, Option<(bool, &str, &str, &str)>)] = &[
+            (
+                "http://10.0.0.5:8081",
+                Some((false, "10.0.0.5:8081", "10.0.0.5", "")),
+            ),
+            ("http://llm/api/", Some((false, "llm:80", "llm", "/api"))),
+            (
+                "https://mimir.example/api/v1/push",
+                Some((true, "mimir.example:443", "mimir.example", "/api/v1/push")),
+            ),
+            (
+                "https://[::1]:9443/x",
+                Some((true, "[::1]:9443", "::1", "/x")),
+            ),
+            ("ftp://x", None),
+            ("http://user@x", None),
+            ("http://x:notaport/", None),
+            ("http://", None),
+        ];
+        for (url, want) in cases {
+            let got = split_http_url(url).ok();
+            let got = got
+                .as_ref()
+                .map(|(t, a, h, p)| (*t, a.as_str(), h.as_str(), p.as_str()));
+            assert_eq!(got, *want, "{url}");
+        }
+    }
+
+    #[test]
+    fn tls_files_are_checked() {
+        let text = "[sinks.pushgateway]\nenabled = true\nurl = \"https://x:1\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n[sinks.mqtt]\nenabled = true\ntls = true\ntls_cert_file = \"/c.pem\"";
+        match validate(text) {
+            Err(ConfigError::Invalid { problems, .. }) => {
+                assert!(
+                    problems
+                        .iter()
+                        .any(|p| p.key == "sinks.pushgateway.tls_ca_file"),
+                    "{problems:?}"
+                );
+                assert!(
+                    problems.iter().any(|p| p.key == "sinks.mqtt.tls_cert_file"),
+                    "{problems:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            validate("[sinks.pushgateway]\nenabled = true\nurl = \"https://x:1\"").is_ok(),
+            "built-in roots"
         );
-        assert_eq!(
-            split_http_url("http://llm/api/").unwrap(),
-            ("llm:80".into(), "/api".into())
-        );
-        assert!(split_http_url("https://x").is_err());
     }
 }

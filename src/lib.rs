@@ -16,6 +16,7 @@
 //! - [`notify`]: systemd readiness and watchdog notifications.
 //! - [`report`]: the weekly health report, computed from a Prometheus server's HTTP API.
 //! - [`sinks`]: MQTT and Pushgateway uplinks that drain the spool.
+//! - [`tls`]: rustls client settings shared by every uplink.
 //! - [`spool`]: the on-disk, append-only, crash-safe buffer of telemetry records.
 
 pub mod app;
@@ -33,3 +34,4 @@ pub mod recent;
 pub mod report;
 pub mod sinks;
 pub mod spool;
+pub mod tls;

@@ -126,7 +126,7 @@ impl LlmClient {
             "stream": false,
         });
         let mut req = hyper::Request::post(&self.cfg.path)
-            .header(hyper::header::HOST, &self.cfg.authority)
+            .header(hyper::header::HOST, &self.cfg.endpoint.authority)
             .header(hyper::header::CONTENT_TYPE, "application/json");
         if let Some(k) = &self.cfg.api_key {
             req = req.header(
@@ -138,7 +138,7 @@ impl LlmClient {
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| LlmError::Http(e.to_string()))?;
         let (status, bytes) = httpc::send(
-            &self.cfg.authority,
+            &self.cfg.endpoint,
             req,
             self.cfg.timeout,
             MAX_RESPONSE_BYTES,
@@ -148,6 +148,9 @@ impl LlmClient {
             HttpcError::Timeout(d) => LlmError::Timeout(d),
             HttpcError::Connect { authority, source } => {
                 LlmError::Unreachable { authority, source }
+            }
+            HttpcError::Tls { authority, message } => {
+                LlmError::Http(format!("tls with {authority}: {message}"))
             }
             HttpcError::Http(m) => LlmError::Http(m),
         })?;

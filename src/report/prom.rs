@@ -159,7 +159,12 @@ impl Prometheus {
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| self.bad(query, format!("cannot build the request: {e}")))?;
-        let (status, body) = crate::httpc::send(&self.authority, req, QUERY_TIMEOUT, MAX_BODY)
+        let endpoint = crate::config::Endpoint {
+            authority: self.authority.clone(),
+            host: String::new(),
+            tls: None,
+        };
+        let (status, body) = crate::httpc::send(&endpoint, req, QUERY_TIMEOUT, MAX_BODY)
             .await
             .map_err(|source| ReportError::Unreachable {
                 url: self.url.clone(),

@@ -21,7 +21,9 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -149,6 +151,11 @@ impl MqttSink {
                 QoS::AtLeastOnce,
                 true,
             ));
+        if let Some(tls) = &self.cfg.tls {
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.0.clone(),
+            )));
+        }
         if let Some(u) = &self.cfg.username {
             o.set_credentials(u, self.cfg.password.as_ref().map_or("", |p| p.expose()));
         }

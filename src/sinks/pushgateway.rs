@@ -75,7 +75,7 @@ impl PushgatewaySink {
 
     async fn push(&self) -> Result<(), SinkError> {
         let mut req = hyper::Request::put(&self.path)
-            .header(hyper::header::HOST, &self.cfg.authority)
+            .header(hyper::header::HOST, &self.cfg.endpoint.authority)
             .header(
                 hyper::header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -104,7 +104,7 @@ impl PushgatewaySink {
                 sink: NAME,
                 message: e.to_string(),
             })?;
-        match httpc::send(&self.cfg.authority, req, self.cfg.timeout, 64 * 1024).await {
+        match httpc::send(&self.cfg.endpoint, req, self.cfg.timeout, 64 * 1024).await {
             Ok((status, _)) if (200..300).contains(&status) => Ok(()),
             Ok((status, body)) => Err(SinkError::Status {
                 sink: NAME,
@@ -140,7 +140,7 @@ impl PushgatewaySink {
                         .map_or(0.0, |d| d.as_secs_f64());
                     m.last_success.with_label_values(&[NAME]).set(now);
                     if state != Some(true) {
-                        tracing::info!(sink = NAME, url = %self.cfg.authority, "sink_online");
+                        tracing::info!(sink = NAME, url = %self.cfg.endpoint.authority, "sink_online");
                     }
                     state = Some(true);
                     backoff.reset();

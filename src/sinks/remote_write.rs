@@ -148,7 +148,7 @@ impl RemoteWriteSink {
             Err(e) => return Outcome::Rejected(0, format!("snappy: {e}")),
         };
         let mut req = hyper::Request::post(&self.cfg.path)
-            .header(hyper::header::HOST, &self.cfg.authority)
+            .header(hyper::header::HOST, &self.cfg.endpoint.authority)
             .header(hyper::header::CONTENT_TYPE, "application/x-protobuf")
             .header(hyper::header::CONTENT_ENCODING, "snappy")
             .header(
@@ -180,7 +180,7 @@ impl RemoteWriteSink {
             Ok(r) => r,
             Err(e) => return Outcome::Rejected(0, e.to_string()),
         };
-        match httpc::send(&self.cfg.authority, req, self.cfg.timeout, 64 * 1024).await {
+        match httpc::send(&self.cfg.endpoint, req, self.cfg.timeout, 64 * 1024).await {
             Ok((s, _)) if (200..300).contains(&s) => Outcome::Delivered,
             Ok((s, body)) if s == 429 || s >= 500 => Outcome::Retry(SinkError::Status {
                 sink: NAME,
@@ -303,7 +303,7 @@ impl RemoteWriteSink {
                         m.last_success.with_label_values(&[NAME]).set(ts);
                         m.up.with_label_values(&[NAME]).set(1);
                         if online != Some(true) {
-                            tracing::info!(sink = NAME, url = %self.cfg.authority, acked = last_seq, "sink_online");
+                            tracing::info!(sink = NAME, url = %self.cfg.endpoint.authority, acked = last_seq, "sink_online");
                         }
                         online = Some(true);
                     }

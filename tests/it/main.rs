@@ -8,3 +8,4 @@ mod notify;
 mod remote_write;
 mod report;
 mod spool;
+mod tls;

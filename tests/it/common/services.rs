@@ -249,6 +249,77 @@ pub fn mosquitto_on(port: u16, data: &Path) -> Service {
     s
 }
 
+/// A Mosquitto broker with extra configuration lines (TLS listeners), ready when `port` accepts.
+pub fn mosquitto_with(port: u16, extra: &str) -> Service {
+    let bin = need("mosquitto");
+    let dir = TempDir::new("mqtt");
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("user root\nlog_dest stderr\nallow_anonymous true\n{extra}\n"),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = Service {
+        child,
+        port,
+        dir,
+        name: "mosquitto",
+    };
+    wait_for("mosquitto ready", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    });
+    s
+}
+
+/// A Pushgateway serving HTTPS with `cert`/`key`.
+pub fn pushgateway_tls(port: u16, cert: &Path, key: &Path) -> Service {
+    let bin = need("prometheus-pushgateway");
+    let dir = TempDir::new("pgw-tls");
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--persistence.file=")
+        .arg(format!("--web.config.file={}", web.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = Service {
+        child,
+        port,
+        dir,
+        name: "pushgateway",
+    };
+    wait_for(
+        "pushgateway (tls) listening",
+        Duration::from_secs(20),
+        || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        },
+    );
+    s
+}
+
 /// An Alertmanager routing to webhook receivers; `config` is the YAML text.
 pub fn alertmanager(config: &str) -> Service {
     let bin = need("prometheus-alertmanager");
