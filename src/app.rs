@@ -269,7 +269,7 @@ impl Telemetry {
 }
 
 /// Log events queued for the spool before new ones are dropped (and counted).
-const LOG_QUEUE: usize = 65_536;
+const LOG_QUEUE: usize = 8192;
 
 /// Batches queued log lines into the spool; syncs the spool every second.
 fn log_writer(spool: Arc<Spool>, rx: std::sync::mpsc::Receiver<Vec<u8>>, stop: Arc<AtomicBool>) {

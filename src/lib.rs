@@ -8,6 +8,7 @@
 //!   serving side.
 //! - [`diagnose`]: the engine: knowledge base, BM25 retrieval, answers (pure, synchronous).
 //! - [`httpc`]: a minimal outbound HTTP/1.1 client (LLM, Pushgateway).
+//! - [`ids`]: fast trace and request ids.
 //! - [`auth`]: bearer tokens (SHA-256 at rest, constant-time comparison, first-start token).
 //! - [`llm`]: optional OpenAI-compatible upstream that writes the report, with local fallback.
 //! - [`metrics`]: every Prometheus metric and the cardinality bounds on request labels.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod diagnose;
 pub mod http;
 pub mod httpc;
+pub mod ids;
 pub mod llm;
 pub mod logging;
 pub mod metrics;

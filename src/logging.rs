@@ -27,6 +27,9 @@ use tracing_subscriber::Layer;
 
 use crate::config::{LogLevel, LoggingConfig};
 
+/// Lines queued per output before logging blocks.
+const LOG_QUEUE_LINES: usize = 8192;
+
 /// Base name of the live log file.
 pub const LOG_FILE: &str = "copilot-edge.log";
 
@@ -172,11 +175,31 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// Appends `s` as a JSON string literal (RFC 8259 escaping), without allocating.
 fn push_json_str(out: &mut String, s: &str) {
-    // serde_json's escaping; writing into a String cannot fail.
-    if let Ok(q) = serde_json::to_string(s) {
-        out.push_str(&q);
+    out.reserve(s.len() + 2);
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1F | 0x7F => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 struct JsonVisitor<'a> {
@@ -299,11 +322,14 @@ impl<S: Subscriber> Layer<S> for JsonLayer {
 /// Installs the global JSON logger. With `log_dir` = None (or `file = false`) only stdout.
 pub fn init(cfg: &LoggingConfig, log_dir: Option<&Path>) -> Result<LogGuard, LoggingError> {
     let mut guards = Vec::new();
+    // The writer threads drain their queue into a buffer and flush once per batch, so a busy
+    // agent makes a few large writes instead of one syscall per line. The queues are bounded
+    // (slots are allocated up front, so they are kept small): when full, logging blocks.
     let (stdout, g) = NonBlockingBuilder::default()
         .lossy(false)
-        .buffered_lines_limit(64 * 1024)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name("log-stdout")
-        .finish(io::stdout());
+        .finish(io::BufWriter::with_capacity(64 * 1024, io::stdout()));
     guards.push(g);
     let file = match (cfg.file, log_dir) {
         (true, Some(dir)) => {
@@ -315,9 +341,9 @@ pub fn init(cfg: &LoggingConfig, log_dir: Option<&Path>) -> Result<LogGuard, Log
             )?;
             let (w, g) = NonBlockingBuilder::default()
                 .lossy(false)
-                .buffered_lines_limit(64 * 1024)
+                .buffered_lines_limit(LOG_QUEUE_LINES)
                 .thread_name("log-file")
-                .finish(rf);
+                .finish(io::BufWriter::with_capacity(64 * 1024, rf));
             guards.push(g);
             Some(w)
         }
@@ -349,6 +375,22 @@ mod tests {
             rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "2000-02-29T00:00:00.000000Z"
         );
+    }
+
+    #[test]
+    fn json_escaping_matches_serde() {
+        for s in [
+            "plain",
+            "quote \" and \\ backslash",
+            "new\nline\ttab\r",
+            "ctl \u{1} \u{7f} é ✓",
+            "",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, s);
+            let back: String = serde_json::from_str(&out).unwrap();
+            assert_eq!(back, s, "{out}");
+        }
     }
 
     #[test]

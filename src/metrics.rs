@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use prometheus::core::Collector;
 use prometheus::{
-    CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 use crate::config::{LabelsConfig, MetricsConfig};
@@ -197,6 +197,10 @@ pub struct SinkMetrics {
 /// The whole metric set.
 pub struct Metrics {
     registry: Registry,
+    /// `gateway_id="…"`, appended to every series by [`encode_text`].
+    const_labels: String,
+    /// Size of the last rendering, to allocate the next one in one go.
+    last_len: std::sync::atomic::AtomicUsize,
     pub labels: LabelGuard,
     pub requests: IntCounterVec,
     pub answers: IntCounterVec,
@@ -252,13 +256,9 @@ impl Metrics {
         windows: &MetricsConfig,
         budget_usd_per_day: f64,
     ) -> Result<Metrics, MetricsError> {
-        let r = Registry::new_custom(
-            None,
-            Some(HashMap::from([(
-                "gateway_id".to_string(),
-                gateway_id.to_string(),
-            )])),
-        )?;
+        // gateway_id is added by the encoder, not as a registry constant label: constant labels
+        // make `gather` clone and re-sort the label pairs of every series on every scrape.
+        let r = Registry::new();
         #[cfg(target_os = "linux")]
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -485,6 +485,8 @@ impl Metrics {
                     &["sink"],
                 )?,
             },
+            const_labels: format!("gateway_id=\"{gateway_id}\""),
+            last_len: std::sync::atomic::AtomicUsize::new(16 * 1024),
             hallucination_window: Windows::new(windows.hallucination_window.get()),
             feedback_window: Windows::new(windows.feedback_window.get()),
             registry: r,
@@ -529,12 +531,216 @@ impl Metrics {
 
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(16 * 1024);
-        // Encoding into a Vec cannot fail for I/O reasons; an invalid family would be a bug.
-        if let Err(e) = TextEncoder::new().encode(&self.gather(), &mut buf) {
-            tracing::error!(error = %e, "metrics_render_failed");
-        }
+        use std::sync::atomic::Ordering::Relaxed;
+        let families = self.gather();
+        let mut buf = Vec::with_capacity(self.last_len.load(Relaxed) + 4096);
+        encode_text(&families, &self.const_labels, &mut buf);
+        self.last_len.store(buf.len(), Relaxed);
         buf
+    }
+}
+
+fn push_escaped(out: &mut Vec<u8>, s: &str, quote: bool) {
+    for b in s.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'"' if quote => out.extend_from_slice(b"\\\""),
+            _ => out.push(b),
+        }
+    }
+}
+
+fn push_value(out: &mut Vec<u8>, v: f64) {
+    use std::io::Write as _;
+    if v.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else if v.is_infinite() {
+        out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+fn push_series(
+    out: &mut Vec<u8>,
+    name: &str,
+    suffix: &str,
+    labels: &[prometheus::proto::LabelPair],
+    extra: Option<(&str, f64)>,
+    const_labels: &str,
+    value: f64,
+) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(suffix.as_bytes());
+    let braces = !labels.is_empty() || extra.is_some() || !const_labels.is_empty();
+    if braces {
+        out.push(b'{');
+        let mut sep = false;
+        for l in labels {
+            if std::mem::replace(&mut sep, true) {
+                out.push(b',');
+            }
+            out.extend_from_slice(l.name().as_bytes());
+            out.extend_from_slice(b"=\"");
+            push_escaped(out, l.value(), true);
+            out.push(b'"');
+        }
+        if let Some((k, v)) = extra {
+            if std::mem::replace(&mut sep, true) {
+                out.push(b',');
+            }
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b"=\"");
+            push_value(out, v);
+            out.push(b'"');
+        }
+        if !const_labels.is_empty() {
+            if sep {
+                out.push(b',');
+            }
+            out.extend_from_slice(const_labels.as_bytes());
+        }
+        out.push(b'}');
+    }
+    out.push(b' ');
+    push_value(out, value);
+    out.push(b'\n');
+}
+
+/// Prometheus text exposition (format 0.0.4) of `families`, with `const_labels`
+/// (`name="value"`, already escaped) appended to every series. Written by hand because the
+/// crate's encoder formats every label through `write!` and this runs on every scrape and
+/// snapshot.
+pub fn encode_text(
+    families: &[prometheus::proto::MetricFamily],
+    const_labels: &str,
+    out: &mut Vec<u8>,
+) {
+    use prometheus::proto::MetricType;
+    for mf in families {
+        let name = mf.name();
+        out.extend_from_slice(b"# HELP ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b' ');
+        push_escaped(out, mf.help(), false);
+        out.extend_from_slice(b"\n# TYPE ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(match mf.get_field_type() {
+            MetricType::COUNTER => b" counter\n".as_slice(),
+            MetricType::GAUGE => b" gauge\n",
+            MetricType::HISTOGRAM => b" histogram\n",
+            MetricType::SUMMARY => b" summary\n",
+            MetricType::UNTYPED => b" untyped\n",
+        });
+        for m in mf.get_metric() {
+            let labels = m.get_label();
+            match mf.get_field_type() {
+                MetricType::COUNTER => push_series(
+                    out,
+                    name,
+                    "",
+                    labels,
+                    None,
+                    const_labels,
+                    m.get_counter().get_value(),
+                ),
+                MetricType::GAUGE => push_series(
+                    out,
+                    name,
+                    "",
+                    labels,
+                    None,
+                    const_labels,
+                    m.get_gauge().get_value(),
+                ),
+                #[allow(deprecated)] // the crate's only accessor for untyped values
+                MetricType::UNTYPED => push_series(
+                    out,
+                    name,
+                    "",
+                    labels,
+                    None,
+                    const_labels,
+                    m.get_untyped().get_value(),
+                ),
+                MetricType::HISTOGRAM => {
+                    let h = m.get_histogram();
+                    for b in h.get_bucket() {
+                        push_series(
+                            out,
+                            name,
+                            "_bucket",
+                            labels,
+                            Some(("le", b.upper_bound())),
+                            const_labels,
+                            b.cumulative_count() as f64,
+                        );
+                    }
+                    push_series(
+                        out,
+                        name,
+                        "_bucket",
+                        labels,
+                        Some(("le", f64::INFINITY)),
+                        const_labels,
+                        h.get_sample_count() as f64,
+                    );
+                    push_series(
+                        out,
+                        name,
+                        "_sum",
+                        labels,
+                        None,
+                        const_labels,
+                        h.get_sample_sum(),
+                    );
+                    push_series(
+                        out,
+                        name,
+                        "_count",
+                        labels,
+                        None,
+                        const_labels,
+                        h.get_sample_count() as f64,
+                    );
+                }
+                MetricType::SUMMARY => {
+                    let sm = m.get_summary();
+                    for q in sm.get_quantile() {
+                        push_series(
+                            out,
+                            name,
+                            "",
+                            labels,
+                            Some(("quantile", q.quantile())),
+                            const_labels,
+                            q.value(),
+                        );
+                    }
+                    push_series(
+                        out,
+                        name,
+                        "_sum",
+                        labels,
+                        None,
+                        const_labels,
+                        sm.sample_sum(),
+                    );
+                    push_series(
+                        out,
+                        name,
+                        "_count",
+                        labels,
+                        None,
+                        const_labels,
+                        sm.sample_count() as f64,
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -624,6 +830,42 @@ mod tests {
         assert_eq!(
             m.feedback_total.with_label_values(&["p", agent::RAG]).get(),
             4
+        );
+    }
+
+    #[test]
+    fn encoder_matches_the_crate_encoder() {
+        use prometheus::Encoder;
+        let r = Registry::new();
+        let c = IntCounterVec::new(
+            Opts::new("a_total", "help with \\ and\nnewline"),
+            &["x", "y"],
+        )
+        .unwrap();
+        r.register(Box::new(c.clone())).unwrap();
+        c.with_label_values(&["q\"uote", "back\\slash\nnl"])
+            .inc_by(3);
+        let h = HistogramVec::new(
+            HistogramOpts::new("h_seconds", "h").buckets(vec![0.1, 0.5, 1.0]),
+            &["p"],
+        )
+        .unwrap();
+        r.register(Box::new(h.clone())).unwrap();
+        h.with_label_values(&["a"]).observe(0.3);
+        h.with_label_values(&["a"]).observe(2.5);
+        let g = Gauge::new("g", "gauge").unwrap();
+        r.register(Box::new(g.clone())).unwrap();
+        g.set(0.25);
+        let fams = r.gather();
+        let mut theirs = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&fams, &mut theirs)
+            .unwrap();
+        let mut ours = Vec::new();
+        encode_text(&fams, "", &mut ours);
+        assert_eq!(
+            String::from_utf8(ours).unwrap(),
+            String::from_utf8(theirs).unwrap()
         );
     }
 

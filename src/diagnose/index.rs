@@ -185,14 +185,19 @@ impl Index {
     /// The best `k` documents for `query`, best first. Documents with no matching term are not
     /// returned at all.
     pub fn search(&self, query: &str, k: usize) -> Vec<Hit> {
-        let mut q = self.analyzer.terms(query);
+        self.search_terms(&self.analyzer.terms(query), k)
+    }
+
+    /// [`Index::search`] for already analysed terms.
+    pub fn search_terms(&self, terms: &[String], k: usize) -> Vec<Hit> {
+        let mut q: Vec<&String> = terms.iter().collect();
         q.sort_unstable();
         q.dedup();
         let mut ideal = 0.0f32;
         let mut scores = vec![0.0f32; self.doc_len.len()];
         let mut key = vec![false; self.doc_len.len()];
-        for t in &q {
-            let Some(&id) = self.terms.get(t) else {
+        for t in q {
+            let Some(&id) = self.terms.get(t.as_str()) else {
                 ideal += self.unknown_idf * (K1 + 1.0);
                 continue;
             };

@@ -1,7 +1,8 @@
 //! The diagnose engine: knowledge base + retrieval → an answer a technician can act on.
 //!
 //! Pure and synchronous (no tokio, no hyper): `http` calls [`DiagnoseEngine::diagnose`] and, when
-//! an upstream LLM is configured, hands [`Answer::passages`] to `llm` to rewrite the report.
+//! an upstream LLM is configured, hands [`DiagnoseEngine::passages`] of the answer to `llm` to
+//! rewrite the report.
 //!
 //! Invariants:
 //! - Every recommended step comes verbatim from a cited document and names that document.
@@ -96,8 +97,8 @@ pub struct Answer {
     pub supported: bool,
     /// Best relevance seen, for logs.
     pub best_relevance: f64,
-    /// Retrieved passages for an upstream LLM: one per cited document.
-    pub passages: Vec<String>,
+    /// The cited documents (indexes), for [`DiagnoseEngine::passages`].
+    pub cited_docs: Vec<usize>,
     /// Approximate token counts of the question and the answer (≈ 4 characters per token).
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -194,8 +195,13 @@ impl DiagnoseEngine {
         let mut findings: Vec<Finding> = Vec::new();
         let (mut defects_found, mut symptoms_found) = (Vec::new(), Vec::new());
         let mut covered: Vec<&[String]> = Vec::new();
+        let present: std::collections::HashSet<&str> = terms.iter().map(String::as_str).collect();
         for v in &self.vocab {
             // Skip a phrase wholly inside a longer one already found ("leak" in "coolant leak").
+            // Cheap first test: the phrase's first term must be in the question at all.
+            if !present.contains(v.terms[0].as_str()) {
+                continue;
+            }
             if covered.iter().any(|c| contains_run(c, &v.terms)) || !contains_run(terms, &v.terms) {
                 continue;
             }
@@ -238,6 +244,30 @@ impl DiagnoseEngine {
         }
     }
 
+    /// The cited documents' text, as context for an upstream LLM (built only when one is used).
+    pub fn passages(&self, answer: &Answer) -> Vec<String> {
+        answer
+            .cited_docs
+            .iter()
+            .map(|&i| {
+                let d = &self.docs[i];
+                let steps: Vec<String> = d
+                    .steps
+                    .iter()
+                    .enumerate()
+                    .map(|(n, s)| format!("{}. {s}", n + 1))
+                    .collect();
+                format!(
+                    "[{}] {}\n{}\nSteps:\n{}",
+                    d.id,
+                    d.title,
+                    d.summary,
+                    steps.join("\n")
+                )
+            })
+            .collect()
+    }
+
     /// Answers one question.
     pub fn diagnose(&self, q: &Question<'_>) -> Answer {
         let camera_labels: Vec<&str> = q
@@ -250,7 +280,7 @@ impl DiagnoseEngine {
         let vision = self.vision(q, &terms);
         let hits = self
             .index
-            .search(&query, self.settings.max_documents.max(2));
+            .search_terms(&terms, self.settings.max_documents.max(2));
         let best = hits.first().copied();
         let best_relevance = best.map_or(0.0, |h| h.relevance as f64);
         let supported =
@@ -262,7 +292,7 @@ impl DiagnoseEngine {
             citations: vec![],
             safety_notes: vec![],
         };
-        let mut passages = Vec::new();
+        let mut cited_docs = Vec::new();
         let mut confidence = 0.0;
         if let (true, Some(top)) = (supported, best) {
             let cited: Vec<Hit> = hits
@@ -297,18 +327,7 @@ impl DiagnoseEngine {
                         ));
                     }
                 }
-                passages.push(format!(
-                    "[{}] {}\n{}\nSteps:\n{}",
-                    d.id,
-                    d.title,
-                    d.summary,
-                    d.steps
-                        .iter()
-                        .enumerate()
-                        .map(|(i, s)| format!("{}. {s}", i + 1))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                ));
+                cited_docs.push(h.doc);
             }
             let second = hits.get(1).map_or(0.0, |h| h.score);
             let margin = ((top.score - second) / top.score) as f64;
@@ -330,7 +349,7 @@ impl DiagnoseEngine {
             confidence: round3(confidence),
             supported,
             best_relevance: round3(best_relevance),
-            passages,
+            cited_docs,
             input_tokens,
             output_tokens,
         }

@@ -14,15 +14,15 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::error::ApiError;
 use super::AppState;
 use crate::config::is_valid_id;
-use crate::diagnose::{Observation, Question};
+use crate::diagnose::{Guidance, Observation, Question, VisionAnalysis};
 use crate::metrics::{agent, UNKNOWN};
 use crate::recent::{AnswerRecord, Lookup};
 
@@ -44,6 +44,8 @@ struct Ctx {
     equipment_id: Option<String>,
     /// `agent_name` for copilot_* request metrics (diagnose/feedback routes only).
     agent: Option<&'static str>,
+    /// For diagnose: the answer's request id, whether a document supported it, its confidence.
+    answer: Option<(Uuid, bool, f64)>,
 }
 
 fn valid_trace_id(s: &str) -> bool {
@@ -82,7 +84,7 @@ pub fn trace_id(headers: &HeaderMap) -> String {
             return parts[1].to_string();
         }
     }
-    Uuid::new_v4().simple().to_string()
+    crate::ids::trace_id()
 }
 
 fn json_response(status: StatusCode, v: &serde_json::Value) -> Resp {
@@ -165,17 +167,24 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp {
         }
     }
     let ms = (ms * 100.0).round() / 100.0;
-    info!(
-        trace_id = %trace,
-        method = method_label,
-        path = %path,
-        status_code = status,
-        duration_ms = ms,
-        user_id = ctx.user_id.as_deref().unwrap_or(""),
-        plant_id = ctx.plant_id.as_deref().unwrap_or(""),
-        equipment_id = ctx.equipment_id.as_deref().unwrap_or(""),
-        "request_completed"
+    let (user, plant, equipment) = (
+        ctx.user_id.as_deref().unwrap_or(""),
+        ctx.plant_id.as_deref().unwrap_or(""),
+        ctx.equipment_id.as_deref().unwrap_or(""),
     );
+    match ctx.answer {
+        Some((request_id, supported, confidence)) => info!(
+            trace_id = %trace, method = method_label, path = %path, status_code = status, duration_ms = ms,
+            user_id = user, plant_id = plant, equipment_id = equipment,
+            request_id = %request_id, supported, confidence,
+            "request_completed"
+        ),
+        None => info!(
+            trace_id = %trace, method = method_label, path = %path, status_code = status, duration_ms = ms,
+            user_id = user, plant_id = plant, equipment_id = equipment,
+            "request_completed"
+        ),
+    }
     if elapsed > state.server.sla {
         warn!(trace_id = %trace, path = %path, duration_ms = ms, sla_ms = state.server.sla.as_millis() as u64, "high_latency_detected");
     }
@@ -375,7 +384,7 @@ async fn diagnose(
     m.equipment_requests
         .with_label_values(&[&plant, &equipment])
         .inc();
-    info!(trace_id = %trace, user_id = ctx.user_id.as_deref().unwrap_or(""), plant_id = %body.plant_id, equipment_id = %body.equipment_id, "diagnosis_request_received");
+    debug!(trace_id = %trace, user_id = ctx.user_id.as_deref().unwrap_or(""), plant_id = %body.plant_id, equipment_id = %body.equipment_id, "diagnosis_request_received");
 
     let active = m.active_agents.with_label_values(&[&plant, agent::RAG]);
     active.inc();
@@ -399,7 +408,12 @@ async fn diagnose(
             .with_label_values(&[&plant, agent::LLM_REPORT]);
         active.inc();
         let r = llm
-            .write_report(&body.plant_id, &body.equipment_id, desc, &answer.passages)
+            .write_report(
+                &body.plant_id,
+                &body.equipment_id,
+                desc,
+                &state.engine.passages(&answer),
+            )
             .await;
         active.dec();
         match r {
@@ -434,7 +448,7 @@ async fn diagnose(
         .inc_by(output_tokens);
     m.record_answer(&plant, agent::RAG, answer.supported);
 
-    let request_id = Uuid::new_v4();
+    let request_id = crate::ids::uuid();
     state.recent.insert(
         request_id,
         AnswerRecord {
@@ -443,31 +457,79 @@ async fn diagnose(
         },
         Instant::now(),
     );
+    ctx.answer = Some((request_id, answer.supported, answer.confidence));
     if answer.supported {
-        info!(trace_id = %trace, request_id = %request_id, confidence = answer.confidence, cited = %answer.guidance.cited_documents.join(","), "diagnosis_request_success");
+        debug!(trace_id = %trace, request_id = %request_id, confidence = answer.confidence, cited = %answer.guidance.cited_documents.join(","), "diagnosis_request_success");
     } else {
         warn!(trace_id = %trace, request_id = %request_id, best_relevance = answer.best_relevance, "no_supporting_document");
     }
-    let v = json!({
-        "request_id": request_id.to_string(),
-        "trace_id": trace,
-        "plant_id": body.plant_id,
-        "equipment_id": body.equipment_id,
-        "vision_analysis": answer.vision,
-        "rag_guidance": answer.guidance,
-        "generated_report": report,
-        "confidence_score": answer.confidence,
-        "answer_status": if answer.supported { "supported" } else { "no_supporting_document" },
-        "hallucination_flag": !answer.supported,
-        "agent": {
-            "name": answered_by,
-            "engine": engine,
-            "fallback": fallback_reason.is_some(),
-            "fallback_reason": fallback_reason,
+    let out = DiagnoseResponse {
+        request_id,
+        trace_id: trace,
+        plant_id: &body.plant_id,
+        equipment_id: &body.equipment_id,
+        vision_analysis: &answer.vision,
+        rag_guidance: &answer.guidance,
+        generated_report: &report,
+        confidence_score: answer.confidence,
+        answer_status: if answer.supported {
+            "supported"
+        } else {
+            "no_supporting_document"
         },
-        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
-    });
-    Ok(json_response(StatusCode::OK, &v))
+        hallucination_flag: !answer.supported,
+        agent: AgentInfo {
+            name: answered_by,
+            engine: &engine,
+            fallback: fallback_reason.is_some(),
+            fallback_reason,
+        },
+        usage: Usage {
+            input_tokens,
+            output_tokens,
+        },
+    };
+    Ok(serialized_response(&out))
+}
+
+/// The `/v1/diagnose` answer, serialised straight from borrowed parts (no `Value` tree).
+#[derive(Serialize)]
+struct DiagnoseResponse<'a> {
+    request_id: Uuid,
+    trace_id: &'a str,
+    plant_id: &'a str,
+    equipment_id: &'a str,
+    vision_analysis: &'a VisionAnalysis,
+    rag_guidance: &'a Guidance,
+    generated_report: &'a str,
+    confidence_score: f64,
+    answer_status: &'static str,
+    hallucination_flag: bool,
+    agent: AgentInfo<'a>,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct AgentInfo<'a> {
+    name: &'static str,
+    engine: &'a str,
+    fallback: bool,
+    fallback_reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Usage {
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+fn serialized_response<T: Serialize>(v: &T) -> Resp {
+    // Serialising these plain structs cannot fail.
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
 }
 
 #[derive(Deserialize)]

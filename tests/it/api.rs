@@ -347,8 +347,20 @@ fn trace_ids_are_propagated() {
         e["trace_id"] == "wo-5531"
     });
     assert_eq!(ev["path"], "/v1/diagnose");
-    a.wait_event("diagnosis_request_received", Duration::from_secs(5), |e| {
-        e["trace_id"] == "wo-5531"
+    // request_completed of a diagnose names the answer it gave.
+    assert_eq!(ev["request_id"], r.json()["request_id"]);
+    assert_eq!(ev["supported"], true);
+    // So does every other event of that request (here: a question no SOP covers).
+    let idk = serde_json::json!({"plant_id": "plant-7", "equipment_id": "kiosk", "problem_description": "how do I reset my email password"}).to_string();
+    request(
+        a.addr,
+        "POST",
+        "/v1/diagnose",
+        &[("Authorization", &auth), ("X-Request-Trace-ID", "wo-5532")],
+        idk.as_bytes(),
+    );
+    a.wait_event("no_supporting_document", Duration::from_secs(5), |e| {
+        e["trace_id"] == "wo-5532"
     });
 }
 
