@@ -196,7 +196,7 @@ pub struct SinkMetrics {
 
 /// The whole metric set.
 pub struct Metrics {
-    registry: Registry,
+    registry: Reg,
     /// `gateway_id="…"`, appended to every series by [`encode_text`].
     const_labels: String,
     /// Size of the last rendering, to allocate the next one in one go.
@@ -213,7 +213,7 @@ pub struct Metrics {
     pub feedback_score: GaugeVec,
     pub feedback_total: IntCounterVec,
     pub feedback_last: GaugeVec,
-    pub equipment_requests: IntCounterVec,
+    pub equipment_requests: Arc<PairCounter>,
     pub active_agents: IntGaugeVec,
     pub llm_fallback: IntCounterVec,
     pub http_requests: IntCounterVec,
@@ -225,13 +225,30 @@ pub struct Metrics {
     feedback_window: Windows,
 }
 
-fn reg<C: Collector + Clone + 'static>(r: &Registry, c: C) -> Result<C, MetricsError> {
-    r.register(Box::new(c.clone()))?;
+/// The registry plus our own list of its collectors, so `render` can collect them directly
+/// (the registry's `gather` also sorts every family's series by label values, which costs more
+/// than the rest of a 10,000-series rendering together; series order carries no meaning in the
+/// exposition format).
+struct Reg {
+    registry: Registry,
+    all: Mutex<Vec<Box<dyn Collector>>>,
+}
+
+impl Reg {
+    fn register(&self, a: Box<dyn Collector>, b: Box<dyn Collector>) -> Result<(), MetricsError> {
+        self.registry.register(a)?;
+        self.all.lock().unwrap_or_else(|e| e.into_inner()).push(b);
+        Ok(())
+    }
+}
+
+fn reg<C: Collector + Clone + 'static>(r: &Reg, c: C) -> Result<C, MetricsError> {
+    r.register(Box::new(c.clone()), Box::new(c.clone()))?;
     Ok(c)
 }
 
 fn counter_vec(
-    r: &Registry,
+    r: &Reg,
     name: &str,
     help: &str,
     labels: &[&str],
@@ -239,12 +256,7 @@ fn counter_vec(
     reg(r, IntCounterVec::new(Opts::new(name, help), labels)?)
 }
 
-fn gauge_vec(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<GaugeVec, MetricsError> {
+fn gauge_vec(r: &Reg, name: &str, help: &str, labels: &[&str]) -> Result<GaugeVec, MetricsError> {
     reg(r, GaugeVec::new(Opts::new(name, help), labels)?)
 }
 
@@ -258,11 +270,15 @@ impl Metrics {
     ) -> Result<Metrics, MetricsError> {
         // gateway_id is added by the encoder, not as a registry constant label: constant labels
         // make `gather` clone and re-sort the label pairs of every series on every scrape.
-        let r = Registry::new();
+        let r = Reg {
+            registry: Registry::new(),
+            all: Mutex::new(Vec::new()),
+        };
         #[cfg(target_os = "linux")]
-        r.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        r.register(
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        )?;
         let pa = &["plant_id", "agent_name"];
         let overflow = counter_vec(
             &r,
@@ -365,12 +381,17 @@ impl Metrics {
                 "Unix time of the latest rating.",
                 pa,
             )?,
-            equipment_requests: counter_vec(
-                &r,
-                "copilot_equipment_requests_total",
-                "Diagnose requests per equipment.",
-                &["plant_id", "equipment_id"],
-            )?,
+            equipment_requests: {
+                let c = Arc::new(PairCounter::new(
+                    "copilot_equipment_requests_total",
+                    "Diagnose requests per equipment.",
+                    ["plant_id", "equipment_id"],
+                )?);
+                // In the registry for `gather`; `render` writes it straight from its map.
+                r.registry
+                    .register(Box::new(PairCounterHandle(c.clone())))?;
+                c
+            },
             active_agents: reg(
                 &r,
                 IntGaugeVec::new(
@@ -526,17 +547,161 @@ impl Metrics {
 
     /// The current state of every metric family.
     pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
-        self.registry.gather()
+        self.registry.registry.gather()
     }
 
-    /// Prometheus text exposition of every metric.
+    /// Prometheus text exposition of every metric (families by name, series unsorted).
     pub fn render(&self) -> Vec<u8> {
         use std::sync::atomic::Ordering::Relaxed;
-        let families = self.gather();
+        let mut families: Vec<prometheus::proto::MetricFamily> = {
+            let all = self.registry.all.lock().unwrap_or_else(|e| e.into_inner());
+            all.iter()
+                .flat_map(|c| c.collect())
+                .filter(|f| !f.get_metric().is_empty())
+                .collect()
+        };
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut buf = Vec::with_capacity(self.last_len.load(Relaxed) + 4096);
         encode_text(&families, &self.const_labels, &mut buf);
+        self.equipment_requests.encode(&self.const_labels, &mut buf);
         self.last_len.store(buf.len(), Relaxed);
         buf
+    }
+}
+
+/// A counter family with two labels whose values come from requests, kept as atomics in a
+/// two-level map and rendered straight from it: no per-scrape allocation, which matters for the
+/// family whose series count grows with request-supplied ids (equipment per plant, thousands of
+/// series). Increments take a read lock and an atomic add; only a new label pair takes the write
+/// lock. The label values are bounded by [`LabelGuard`] before they get here.
+pub struct PairCounter {
+    desc: prometheus::core::Desc,
+    name: &'static str,
+    help: &'static str,
+    labels: [&'static str; 2],
+    map: RwLock<HashMap<Box<str>, HashMap<Box<str>, std::sync::atomic::AtomicU64>>>,
+}
+
+impl PairCounter {
+    fn new(
+        name: &'static str,
+        help: &'static str,
+        labels: [&'static str; 2],
+    ) -> Result<Self, MetricsError> {
+        let desc = prometheus::core::Desc::new(
+            name.into(),
+            help.into(),
+            labels.iter().map(|l| l.to_string()).collect(),
+            HashMap::new(),
+        )?;
+        Ok(PairCounter {
+            desc,
+            name,
+            help,
+            labels,
+            map: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Adds one to the series (`a`, `b`).
+    pub fn inc(&self, a: &str, b: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(c) = self
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(a)
+            .and_then(|m| m.get(b))
+        {
+            c.fetch_add(1, Relaxed);
+            return;
+        }
+        let mut w = self.map.write().unwrap_or_else(|e| e.into_inner());
+        w.entry(a.into())
+            .or_default()
+            .entry(b.into())
+            .or_default()
+            .fetch_add(1, Relaxed);
+    }
+
+    /// The value of series (`a`, `b`), if it exists.
+    pub fn get(&self, a: &str, b: &str) -> Option<u64> {
+        let m = self.map.read().unwrap_or_else(|e| e.into_inner());
+        m.get(a)
+            .and_then(|x| x.get(b))
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Appends this family in the text exposition format.
+    fn encode(&self, const_labels: &str, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let m = self.map.read().unwrap_or_else(|e| e.into_inner());
+        if m.is_empty() {
+            return;
+        }
+        let _ = write!(
+            out,
+            "# HELP {} {}\n# TYPE {} counter\n",
+            self.name, self.help, self.name
+        );
+        for (a, inner) in m.iter() {
+            for (b, c) in inner {
+                out.extend_from_slice(self.name.as_bytes());
+                out.push(b'{');
+                out.extend_from_slice(self.labels[0].as_bytes());
+                out.extend_from_slice(b"=\"");
+                push_escaped(out, a, true);
+                out.extend_from_slice(b"\",");
+                out.extend_from_slice(self.labels[1].as_bytes());
+                out.extend_from_slice(b"=\"");
+                push_escaped(out, b, true);
+                out.push(b'"');
+                if !const_labels.is_empty() {
+                    out.push(b',');
+                    out.extend_from_slice(const_labels.as_bytes());
+                }
+                let _ = writeln!(out, "}} {}", c.load(std::sync::atomic::Ordering::Relaxed));
+            }
+        }
+    }
+}
+
+/// Registers a [`PairCounter`] with the crate's registry (for [`Metrics::gather`]).
+#[derive(Clone)]
+struct PairCounterHandle(Arc<PairCounter>);
+
+impl Collector for PairCounterHandle {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.0.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::proto::{Counter, LabelPair, Metric, MetricFamily, MetricType};
+        let p = &self.0;
+        let mut mf = MetricFamily::default();
+        mf.set_name(p.name.to_string());
+        mf.set_help(p.help.to_string());
+        mf.set_field_type(MetricType::COUNTER);
+        let m = p.map.read().unwrap_or_else(|e| e.into_inner());
+        let mut metrics = Vec::new();
+        for (a, inner) in m.iter() {
+            for (b, c) in inner {
+                let mut pairs = Vec::with_capacity(2);
+                for (k, v) in [(p.labels[0], a), (p.labels[1], b)] {
+                    let mut lp = LabelPair::default();
+                    lp.set_name(k.to_string());
+                    lp.set_value(v.to_string());
+                    pairs.push(lp);
+                }
+                let mut counter = Counter::default();
+                counter.set_value(c.load(std::sync::atomic::Ordering::Relaxed) as f64);
+                let mut metric = Metric::from_label(pairs);
+                metric.set_counter(counter);
+                metrics.push(metric);
+            }
+        }
+        mf.set_metric(metrics);
+        vec![mf]
     }
 }
 
@@ -831,6 +996,27 @@ mod tests {
             m.feedback_total.with_label_values(&["p", agent::RAG]).get(),
             4
         );
+    }
+
+    #[test]
+    fn pair_counter_renders_and_gathers() {
+        let m = metrics(&[], 3, 10);
+        m.equipment_requests.inc("p", "e\"1");
+        m.equipment_requests.inc("p", "e\"1");
+        m.equipment_requests.inc("q", "e2");
+        assert_eq!(m.equipment_requests.get("p", "e\"1"), Some(2));
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(
+            text.contains("# TYPE copilot_equipment_requests_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("copilot_equipment_requests_total{plant_id=\"p\",equipment_id=\"e\\\"1\",gateway_id=\"gw-1\"} 2\n"), "{text}");
+        let fam = m
+            .gather()
+            .into_iter()
+            .find(|f| f.name() == "copilot_equipment_requests_total")
+            .unwrap();
+        assert_eq!(fam.get_metric().len(), 2);
     }
 
     #[test]

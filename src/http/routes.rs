@@ -381,9 +381,7 @@ async fn diagnose(
         )));
     }
     let equipment = m.labels.equipment(&plant, &body.equipment_id);
-    m.equipment_requests
-        .with_label_values(&[&plant, &equipment])
-        .inc();
+    m.equipment_requests.inc(&plant, &equipment);
     debug!(trace_id = %trace, user_id = ctx.user_id.as_deref().unwrap_or(""), plant_id = %body.plant_id, equipment_id = %body.equipment_id, "diagnosis_request_received");
 
     let active = m.active_agents.with_label_values(&[&plant, agent::RAG]);

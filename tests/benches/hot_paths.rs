@@ -538,8 +538,7 @@ fn main() {
         let plant = format!("plant-{p}");
         for e in 0..1000 {
             m.equipment_requests
-                .with_label_values(&[plant.as_str(), format!("eq-{e:04}").as_str()])
-                .inc();
+                .inc(plant.as_str(), format!("eq-{e:04}").as_str());
         }
     }
     let rendered = m.render();
