@@ -46,7 +46,7 @@ pub fn set_shipper(f: ShipFn) {
 
 /// Flushes the writers when dropped; keep it alive until the process exits.
 pub struct LogGuard {
-    _guards: Vec<WorkerGuard>,
+    _guard: WorkerGuard,
 }
 
 /// Errors setting up logging.
@@ -279,9 +279,30 @@ pub fn format_event(event: &Event<'_>, now: SystemTime) -> (String, String) {
 }
 
 struct JsonLayer {
-    stdout: NonBlocking,
-    file: Option<NonBlocking>,
+    out: NonBlocking,
     max_level: Level,
+}
+
+/// Where the writer thread puts each batch of lines: stdout and, if configured, the log file.
+/// One thread and one queue for both, so a request's log line costs one queue push and at most
+/// one wake-up.
+struct Tee {
+    stdout: io::BufWriter<io::Stdout>,
+    file: Option<io::BufWriter<RotatingFile>>,
+}
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // A broken stdout (closed pipe) must not stop the file log, and vice versa.
+        let a = self.stdout.write_all(buf);
+        let b = self.file.as_mut().map_or(Ok(()), |f| f.write_all(buf));
+        a.and(b).map(|_| buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        let a = self.stdout.flush();
+        let b = self.file.as_mut().map_or(Ok(()), |f| f.flush());
+        a.and(b)
+    }
 }
 
 fn level_of(l: LogLevel) -> Level {
@@ -307,10 +328,7 @@ impl<S: Subscriber> Layer<S> for JsonLayer {
 
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
         let (line, name) = format_event(event, SystemTime::now());
-        let _ = self.stdout.clone().write_all(line.as_bytes());
-        if let Some(f) = &self.file {
-            let _ = f.clone().write_all(line.as_bytes());
-        }
+        let _ = self.out.clone().write_all(line.as_bytes());
         if *event.metadata().level() <= Level::WARN || name == "request_completed" {
             if let Some(ship) = SHIPPER.get() {
                 ship(line.trim_end().as_bytes());
@@ -321,16 +339,9 @@ impl<S: Subscriber> Layer<S> for JsonLayer {
 
 /// Installs the global JSON logger. With `log_dir` = None (or `file = false`) only stdout.
 pub fn init(cfg: &LoggingConfig, log_dir: Option<&Path>) -> Result<LogGuard, LoggingError> {
-    let mut guards = Vec::new();
-    // The writer threads drain their queue into a buffer and flush once per batch, so a busy
-    // agent makes a few large writes instead of one syscall per line. The queues are bounded
-    // (slots are allocated up front, so they are kept small): when full, logging blocks.
-    let (stdout, g) = NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("log-stdout")
-        .finish(io::BufWriter::with_capacity(64 * 1024, io::stdout()));
-    guards.push(g);
+    // The writer thread drains its queue into buffers and flushes once per batch, so a busy
+    // agent makes a few large writes instead of one syscall per line. The queue is bounded
+    // (slots are allocated up front, so it is kept small): when full, logging blocks.
     let file = match (cfg.file, log_dir) {
         (true, Some(dir)) => {
             let rf = RotatingFile::open(dir, cfg.max_file_bytes, cfg.max_files.get()).map_err(
@@ -339,24 +350,26 @@ pub fn init(cfg: &LoggingConfig, log_dir: Option<&Path>) -> Result<LogGuard, Log
                     source,
                 },
             )?;
-            let (w, g) = NonBlockingBuilder::default()
-                .lossy(false)
-                .buffered_lines_limit(LOG_QUEUE_LINES)
-                .thread_name("log-file")
-                .finish(io::BufWriter::with_capacity(64 * 1024, rf));
-            guards.push(g);
-            Some(w)
+            Some(io::BufWriter::with_capacity(64 * 1024, rf))
         }
         _ => None,
     };
-    let layer = JsonLayer {
-        stdout,
+    let tee = Tee {
+        stdout: io::BufWriter::with_capacity(64 * 1024, io::stdout()),
         file,
+    };
+    let (out, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("log-writer")
+        .finish(tee);
+    let layer = JsonLayer {
+        out,
         max_level: level_of(cfg.level),
     };
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
         .map_err(|_| LoggingError::AlreadySet)?;
-    Ok(LogGuard { _guards: guards })
+    Ok(LogGuard { _guard: guard })
 }
 
 #[cfg(test)]
