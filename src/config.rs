@@ -444,7 +444,7 @@ impl Default for RawMqtt {
             keep_alive_secs: 30,
             max_packet_bytes: 4 * 1024 * 1024,
             max_inflight: 64,
-            backlog_records_per_sec: 500,
+            backlog_records_per_sec: 5000,
             tls: false,
             tls_ca_file: String::new(),
             tls_cert_file: String::new(),
