@@ -701,3 +701,57 @@ fn cli_checks_configs_and_prints_defaults() {
     let (code, _, _) = run_cli(&["check-config", "/nonexistent.toml"], dir.path());
     assert_eq!(code, 78);
 }
+
+#[test]
+fn slow_headers_are_cut_off_and_connections_are_capped() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("limits");
+    let a = Agent::start(
+        dir.path(),
+        &config_with(
+            dir.path(),
+            "[server]\nheader_read_timeout_secs = 1\nmax_connections = 2\n",
+        ),
+    );
+    // A client that never finishes its headers is disconnected after the header read timeout.
+    let mut slow = std::net::TcpStream::connect(a.addr).unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let t = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    // With two idle keep-alive connections open, a third waits until one of them closes.
+    let mut held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(a.addr).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut b = [0u8; 512];
+            let n = s.read(&mut b).unwrap();
+            assert!(String::from_utf8_lossy(&b[..n]).starts_with("HTTP/1.1 200"));
+            s
+        })
+        .collect();
+    let addr = a.addr;
+    let third = std::thread::spawn(move || {
+        let t = std::time::Instant::now();
+        let r = request(addr, "GET", "/health", &[], b"");
+        (r.status, t.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        !third.is_finished(),
+        "a third connection was served while two were held"
+    );
+    held.pop();
+    let (status, waited) = third.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(waited >= Duration::from_millis(600), "{waited:?}");
+}
