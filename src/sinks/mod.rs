@@ -126,6 +126,49 @@ impl Backoff {
     }
 }
 
+/// Base64 (standard alphabet, padded) for the Basic auth header.
+fn base64(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for c in input.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= c.len() {
+                out.push(T[(n >> shift & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The `Authorization` header value for an HTTP sink, if any.
+pub fn authorization(auth: &crate::config::HttpAuth) -> Option<String> {
+    use crate::config::HttpAuth;
+    match auth {
+        HttpAuth::None => None,
+        HttpAuth::Basic { username, password } => Some(format!(
+            "Basic {}",
+            base64(format!("{username}:{}", password.expose()).as_bytes())
+        )),
+        HttpAuth::Bearer(t) => Some(format!("Bearer {}", t.expose())),
+    }
+}
+
+/// A failed HTTP exchange as a sink error.
+pub fn http_error(sink: &'static str, e: crate::httpc::HttpcError) -> SinkError {
+    match e {
+        crate::httpc::HttpcError::Timeout(_) => SinkError::Timeout { sink },
+        e => SinkError::Connection {
+            sink,
+            message: e.to_string(),
+        },
+    }
+}
+
 /// Prometheus text with every sample line given the timestamp `ts_ms`, headed by a comment with
 /// the record's sequence number (parsers ignore comments that are not HELP/TYPE).
 pub fn prometheus_with_timestamps(text: &[u8], seq: u64, ts_ms: i64, gateway_id: &str) -> Vec<u8> {
@@ -269,6 +312,19 @@ pub fn log_json(line: &[u8], seq: u64, ts_ms: i64, gateway_id: &str) -> Vec<u8> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("user:pass", "dXNlcjpwYXNz"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
 
     #[test]
     fn backoff_is_capped_and_jittered() {

@@ -17,31 +17,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Backoff, SinkError};
-use crate::config::{HttpAuth, PushgatewaySinkConfig};
-use crate::httpc::{self, HttpcError};
+use crate::config::PushgatewaySinkConfig;
+use crate::httpc;
 use crate::metrics::Metrics;
 
 /// Sink name, the `sink` label value.
 pub const NAME: &str = "pushgateway";
-
-/// Base64 (standard alphabet, padded) for the Basic auth header.
-pub(crate) fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for c in input.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= c.len() {
-                out.push(T[(n >> shift & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 /// The Pushgateway sink.
 pub struct PushgatewaySink {
@@ -80,23 +61,8 @@ impl PushgatewaySink {
                 hyper::header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             );
-        match &self.cfg.auth {
-            HttpAuth::None => {}
-            HttpAuth::Basic { username, password } => {
-                req = req.header(
-                    hyper::header::AUTHORIZATION,
-                    format!(
-                        "Basic {}",
-                        base64(format!("{username}:{}", password.expose()).as_bytes())
-                    ),
-                );
-            }
-            HttpAuth::Bearer(t) => {
-                req = req.header(
-                    hyper::header::AUTHORIZATION,
-                    format!("Bearer {}", t.expose()),
-                )
-            }
+        if let Some(v) = super::authorization(&self.cfg.auth) {
+            req = req.header(hyper::header::AUTHORIZATION, v);
         }
         let req = req
             .body(Full::new(Bytes::from(self.metrics.render())))
@@ -111,11 +77,7 @@ impl PushgatewaySink {
                 status,
                 message: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
             }),
-            Err(HttpcError::Timeout(_)) => Err(SinkError::Timeout { sink: NAME }),
-            Err(e) => Err(SinkError::Connection {
-                sink: NAME,
-                message: e.to_string(),
-            }),
+            Err(e) => Err(super::http_error(NAME, e)),
         }
     }
 
@@ -159,24 +121,6 @@ impl PushgatewaySink {
             if last {
                 return;
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::base64;
-
-    #[test]
-    fn base64_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("user:pass", "dXNlcjpwYXNz"),
-        ] {
-            assert_eq!(base64(i.as_bytes()), o);
         }
     }
 }

@@ -25,8 +25,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{parse_samples, Backoff, SinkError};
-use crate::config::{HttpAuth, RemoteWriteSinkConfig};
-use crate::httpc::{self, HttpcError};
+use crate::config::RemoteWriteSinkConfig;
+use crate::httpc;
 use crate::metrics::Metrics;
 use crate::spool::segment::{Kind, Record};
 use crate::spool::{now_ms, Spool};
@@ -156,25 +156,8 @@ impl RemoteWriteSink {
                 concat!("copilot-edge/", env!("CARGO_PKG_VERSION")),
             )
             .header("X-Prometheus-Remote-Write-Version", "0.1.0");
-        match &self.cfg.auth {
-            HttpAuth::None => {}
-            HttpAuth::Basic { username, password } => {
-                req = req.header(
-                    hyper::header::AUTHORIZATION,
-                    format!(
-                        "Basic {}",
-                        super::pushgateway::base64(
-                            format!("{username}:{}", password.expose()).as_bytes()
-                        )
-                    ),
-                );
-            }
-            HttpAuth::Bearer(t) => {
-                req = req.header(
-                    hyper::header::AUTHORIZATION,
-                    format!("Bearer {}", t.expose()),
-                )
-            }
+        if let Some(v) = super::authorization(&self.cfg.auth) {
+            req = req.header(hyper::header::AUTHORIZATION, v);
         }
         let req = match req.body(Full::new(Bytes::from(body))) {
             Ok(r) => r,
@@ -193,11 +176,7 @@ impl RemoteWriteSink {
                     .trim()
                     .to_string(),
             ),
-            Err(HttpcError::Timeout(_)) => Outcome::Retry(SinkError::Timeout { sink: NAME }),
-            Err(e) => Outcome::Retry(SinkError::Connection {
-                sink: NAME,
-                message: e.to_string(),
-            }),
+            Err(e) => Outcome::Retry(super::http_error(NAME, e)),
         }
     }
 

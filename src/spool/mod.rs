@@ -243,13 +243,7 @@ impl Spool {
                 }
             }
         }
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&segdir)
-            .map_err(io_err(&segdir))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-            .collect();
-        files.sort();
+        let files = segment_files(&segdir)?;
         let mut segments = Vec::new();
         let mut last = 0u64;
         let mut lost = 0;
@@ -655,6 +649,18 @@ fn oldest_pending_ts(segments: &[SegmentMeta], acked: u64) -> Option<i64> {
         .or(Some(s.first_ts_ms))
 }
 
+/// The segment files of a spool, oldest first (names sort by first sequence number).
+fn segment_files(segdir: &Path) -> Result<Vec<PathBuf>, SpoolError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(segdir)
+        .map_err(io_err(segdir))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// `copilot-edge spool status`: reads the spool directory without modifying anything, so it is
 /// safe while the service runs.
 pub fn status_report(cfg: &Config) -> Result<String, SpoolError> {
@@ -665,13 +671,7 @@ pub fn status_report(cfg: &Config) -> Result<String, SpoolError> {
         out.push_str("  empty (no segments yet)\n");
         return Ok(out);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&segdir)
-        .map_err(io_err(&segdir))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    files.sort();
+    let files = segment_files(&segdir)?;
     let mut records: Vec<(u64, i64)> = Vec::new();
     let mut bytes = 0u64;
     for f in &files {

@@ -117,8 +117,14 @@ fn mqtt_over_mutual_tls() {
             p("server.key")
         ),
     );
+    // Both listeners up, and the subscription registered before the agent publishes.
+    wait_for("plain listener", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", plain_port))
+            .ok()
+            .map(|_| ())
+    });
+    Collector::register(plain_port, "it-tls");
     let sub = Collector::start(plain_port, "it-tls");
-    std::thread::sleep(Duration::from_millis(300)); // the subscription is in place
     let dir = TempDir::new("tls-agent");
     let a = Agent::start(
         dir.path(),

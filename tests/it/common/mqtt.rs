@@ -69,17 +69,23 @@ impl Collector {
         let messages = Arc::new(Mutex::new(Vec::new()));
         let m2 = messages.clone();
         std::thread::spawn(move || {
+            let mut connected = false;
+            let mut attempts = 0;
             for ev in conn.iter() {
                 match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => connected = true,
                     Ok(Event::Incoming(Packet::Publish(p))) => m2.lock().unwrap().push(Message {
                         topic: p.topic.clone(),
                         payload: p.payload.to_vec(),
                     }),
                     Ok(_) => {}
-                    Err(_) => {
-                        // Broker went away or we disconnected: stop collecting.
-                        return;
+                    // Not up yet (the listener may still be starting): try again for a while.
+                    Err(_) if !connected && attempts < 100 => {
+                        attempts += 1;
+                        std::thread::sleep(Duration::from_millis(100));
                     }
+                    // The broker went away or we disconnected: stop collecting.
+                    Err(_) => return,
                 }
             }
         });
