@@ -448,3 +448,75 @@ fn flapping_broker_loses_nothing() {
     sub.stop();
     drop(broker);
 }
+
+#[test]
+fn live_snapshots_overtake_a_throttled_backlog() {
+    let port = free_port();
+    let data = TempDir::new("mq-live");
+    let mut broker = mosquitto_on(port, data.path());
+    Collector::register(port, "it-live");
+    broker.stop();
+    // A slow replay: 20 backlog records a second, so the backlog takes many seconds.
+    let dir = TempDir::new("live");
+    let a = Agent::start(
+        dir.path(),
+        &mqtt_config(dir.path(), port, "").replace(
+            "backlog_records_per_sec = 100000",
+            "backlog_records_per_sec = 20",
+        ),
+    );
+    let traffic = Traffic::start(a.addr, "live");
+    std::thread::sleep(Duration::from_millis(3000));
+    traffic.stop();
+    // Let the backlog age past "live" (two snapshot intervals, at least 2 s).
+    std::thread::sleep(Duration::from_millis(2500));
+    let backlog = appended(&a);
+    assert!(
+        backlog > 100,
+        "want a backlog that takes > 5 s at 20/s, got {backlog}"
+    );
+    let _broker = mosquitto_on(port, data.path());
+    let sub = Collector::start(port, "it-live");
+    let up = Instant::now();
+    // A snapshot newer than the whole backlog arrives within a few seconds ...
+    let live = wait_for(
+        "a live snapshot ahead of the backlog",
+        Duration::from_secs(10),
+        || {
+            sub.snapshot()
+                .iter()
+                .filter(|m| m.topic.ends_with("/metrics"))
+                .filter_map(|m| m.seq())
+                .find(|s| *s > backlog)
+        },
+    );
+    let got: std::collections::BTreeSet<u64> =
+        sub.seqs().into_iter().filter(|s| *s <= backlog).collect();
+    assert!(
+        (got.len() as u64) < backlog,
+        "the backlog was already complete: live-first not exercised"
+    );
+    assert!(
+        up.elapsed() < Duration::from_secs(8),
+        "live snapshot {live} took {:?}",
+        up.elapsed()
+    );
+    // ... and the backlog still arrives complete, in order, at the limited rate.
+    sub.wait_all(backlog, Duration::from_secs(60));
+    let firsts: Vec<u64> = {
+        let mut seen = std::collections::BTreeSet::new();
+        sub.seqs()
+            .into_iter()
+            .filter(|s| *s <= backlog && seen.insert(*s))
+            .collect()
+    };
+    assert!(
+        firsts.windows(2).all(|w| w[0] < w[1]),
+        "backlog out of order"
+    );
+    assert!(
+        up.elapsed() >= Duration::from_secs(backlog / 20 - 2),
+        "the backlog was not rate-limited"
+    );
+    sub.stop();
+}
