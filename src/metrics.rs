@@ -11,7 +11,11 @@
 //! global lock: label lookups are read-locked maps, the counters are atomics, and the sliding
 //! windows lock only their own plant's window.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+// Fx hashing for maps keyed by label values: their size is bounded by LabelGuard, so crafted
+// ids cannot grow a collision chain past that bound.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use prometheus::core::Collector;
@@ -147,7 +151,7 @@ impl Windows {
     fn new(cap: usize) -> Self {
         Windows {
             cap,
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(HashMap::default()),
         }
     }
     /// Pushes a value into the plant's window and returns the window's mean.
@@ -307,8 +311,8 @@ impl Metrics {
         let m = Metrics {
             labels: LabelGuard {
                 cfg: labels,
-                plants: RwLock::new(HashSet::new()),
-                equipment: RwLock::new(HashMap::new()),
+                plants: RwLock::new(HashSet::default()),
+                equipment: RwLock::new(HashMap::default()),
                 overflow,
             },
             requests: counter_vec(
@@ -592,14 +596,14 @@ impl PairCounter {
             name.into(),
             help.into(),
             labels.iter().map(|l| l.to_string()).collect(),
-            HashMap::new(),
+            std::collections::HashMap::new(),
         )?;
         Ok(PairCounter {
             desc,
             name,
             help,
             labels,
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(HashMap::default()),
         })
     }
 

@@ -5,7 +5,9 @@
 //! out, whichever comes first. The store is split into shards by request id so concurrent
 //! requests rarely meet on one lock. An answer can be rated once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -51,7 +53,7 @@ impl RecentAnswers {
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
-                    map: HashMap::new(),
+                    map: HashMap::default(),
                     order: VecDeque::new(),
                 })
             })

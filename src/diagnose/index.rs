@@ -14,7 +14,9 @@
 //! The index is built once and read concurrently (`&self` only); a query allocates one score
 //! vector the size of the collection.
 
-use std::collections::{HashMap, HashSet};
+// Fx hashing: the keys are index terms and query words; lookups never insert, so there is
+// nothing for crafted input to degrade.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use rust_stemmers::{Algorithm, Stemmer};
 
@@ -58,12 +60,19 @@ impl Default for Analyzer {
 impl Analyzer {
     /// Terms of `text`, in order (duplicates kept).
     pub fn terms(&self, text: &str) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(16);
+        let mut lower = String::with_capacity(48);
         for raw in text.split(|c: char| !c.is_alphanumeric()) {
             if raw.len() < 2 || raw.len() > 40 || raw.bytes().any(|b| b.is_ascii_digit()) {
                 continue;
             }
-            let lower = raw.to_lowercase();
+            // One reused buffer for the lower-cased word; only the stem is allocated.
+            lower.clear();
+            if raw.is_ascii() {
+                lower.extend(raw.bytes().map(|b| b.to_ascii_lowercase() as char));
+            } else {
+                lower.extend(raw.chars().flat_map(char::to_lowercase));
+            }
             if self.stop.contains(lower.as_str()) {
                 continue;
             }
@@ -111,11 +120,11 @@ impl Index {
     /// Builds the index over `docs`.
     pub fn build(docs: &[Document]) -> Index {
         let analyzer = Analyzer::default();
-        let mut terms: HashMap<String, u32> = HashMap::new();
+        let mut terms: HashMap<String, u32> = HashMap::default();
         let mut postings: Vec<Vec<Posting>> = Vec::new();
         let mut doc_len = Vec::with_capacity(docs.len());
         for (i, d) in docs.iter().enumerate() {
-            let mut tf: HashMap<u32, (u32, bool)> = HashMap::new();
+            let mut tf: HashMap<u32, (u32, bool)> = HashMap::default();
             let mut len = 0u32;
             let key_text = format!(
                 "{} {} {} {}",

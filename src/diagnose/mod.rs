@@ -123,6 +123,8 @@ pub struct DiagnoseEngine {
     docs: Vec<Document>,
     index: Index,
     vocab: Vec<VocabEntry>,
+    /// Vocabulary entries by their first term (indexes into `vocab`, ascending).
+    vocab_by_first: rustc_hash::FxHashMap<String, Vec<usize>>,
     settings: EngineSettings,
 }
 
@@ -164,9 +166,17 @@ impl DiagnoseEngine {
                 .cmp(&a.terms.len())
                 .then(a.label.cmp(&b.label))
         });
+        let mut vocab_by_first: rustc_hash::FxHashMap<String, Vec<usize>> = Default::default();
+        for (i, v) in vocab.iter().enumerate() {
+            vocab_by_first
+                .entry(v.terms[0].clone())
+                .or_default()
+                .push(i);
+        }
         DiagnoseEngine {
             docs,
             index,
+            vocab_by_first,
             vocab,
             settings,
         }
@@ -195,13 +205,18 @@ impl DiagnoseEngine {
         let mut findings: Vec<Finding> = Vec::new();
         let (mut defects_found, mut symptoms_found) = (Vec::new(), Vec::new());
         let mut covered: Vec<&[String]> = Vec::new();
-        let present: std::collections::HashSet<&str> = terms.iter().map(String::as_str).collect();
-        for v in &self.vocab {
+        // Candidates: the entries whose first term occurs in the question, in vocabulary order
+        // (longer phrases first).
+        let mut candidates: Vec<usize> = terms
+            .iter()
+            .filter_map(|t| self.vocab_by_first.get(t.as_str()))
+            .flatten()
+            .copied()
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        for v in candidates.into_iter().map(|i| &self.vocab[i]) {
             // Skip a phrase wholly inside a longer one already found ("leak" in "coolant leak").
-            // Cheap first test: the phrase's first term must be in the question at all.
-            if !present.contains(v.terms[0].as_str()) {
-                continue;
-            }
             if covered.iter().any(|c| contains_run(c, &v.terms)) || !contains_run(terms, &v.terms) {
                 continue;
             }
@@ -275,8 +290,15 @@ impl DiagnoseEngine {
             .iter()
             .map(|o| o.label.as_str())
             .collect();
-        let query = format!("{} {}", q.problem_description, camera_labels.join(" "));
-        let terms = self.index.analyzer().terms(&query);
+        let terms = if camera_labels.is_empty() {
+            self.index.analyzer().terms(q.problem_description)
+        } else {
+            self.index.analyzer().terms(&format!(
+                "{} {}",
+                q.problem_description,
+                camera_labels.join(" ")
+            ))
+        };
         let vision = self.vision(q, &terms);
         let hits = self
             .index
