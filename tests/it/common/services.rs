@@ -193,96 +193,49 @@ pub fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// Spawns `bin args` with output discarded, as a [`Service`] on `port` owning `dir`.
+fn spawn(name: &'static str, bin: &str, args: &[String], port: u16, dir: TempDir) -> Service {
+    let child = Command::new(need(bin))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Service {
+        child,
+        port,
+        dir,
+        name,
+    }
+}
+
+fn wait_listening(port: u16, what: &str) {
+    wait_for(what, Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    });
+}
+
 /// A Pushgateway without persistence.
 pub fn pushgateway_on(port: u16) -> Service {
-    let bin = need("prometheus-pushgateway");
-    let dir = TempDir::new("pgw");
-    let child = Command::new(bin)
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--persistence.file=")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let s = Service {
-        child,
+    let args = [
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        "--persistence.file=".to_string(),
+    ];
+    let s = spawn(
+        "pushgateway",
+        "prometheus-pushgateway",
+        &args,
         port,
-        dir,
-        name: "pushgateway",
-    };
+        TempDir::new("pgw"),
+    );
     wait_http_ok(&format!("{}/-/ready", s.url()), "pushgateway ready");
-    s
-}
-
-/// A Mosquitto broker on `port` with persistence in `data` (kept across restarts).
-pub fn mosquitto_on(port: u16, data: &Path) -> Service {
-    let bin = need("mosquitto");
-    let dir = TempDir::new("mqtt");
-    std::fs::create_dir_all(data).unwrap();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nlog_dest stderr\npersistence true\npersistence_location {}/\nmax_queued_messages 1000000\nmessage_size_limit 0\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let s = Service {
-        child,
-        port,
-        dir,
-        name: "mosquitto",
-    };
-    wait_for("mosquitto ready", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port))
-            .ok()
-            .map(|_| ())
-    });
-    s
-}
-
-/// A Mosquitto broker with extra configuration lines (TLS listeners), ready when `port` accepts.
-pub fn mosquitto_with(port: u16, extra: &str) -> Service {
-    let bin = need("mosquitto");
-    let dir = TempDir::new("mqtt");
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("user root\nlog_dest stderr\nallow_anonymous true\n{extra}\n"),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let s = Service {
-        child,
-        port,
-        dir,
-        name: "mosquitto",
-    };
-    wait_for("mosquitto ready", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port))
-            .ok()
-            .map(|_| ())
-    });
     s
 }
 
 /// A Pushgateway serving HTTPS with `cert`/`key`.
 pub fn pushgateway_tls(port: u16, cert: &Path, key: &Path) -> Service {
-    let bin = need("prometheus-pushgateway");
     let dir = TempDir::new("pgw-tls");
     let web = dir.path().join("web.yml");
     std::fs::write(
@@ -294,29 +247,43 @@ pub fn pushgateway_tls(port: u16, cert: &Path, key: &Path) -> Service {
         ),
     )
     .unwrap();
-    let child = Command::new(bin)
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--persistence.file=")
-        .arg(format!("--web.config.file={}", web.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let s = Service {
-        child,
+    let args = [
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        "--persistence.file=".to_string(),
+        format!("--web.config.file={}", web.display()),
+    ];
+    let s = spawn("pushgateway", "prometheus-pushgateway", &args, port, dir);
+    wait_listening(port, "pushgateway (tls) listening");
+    s
+}
+
+/// A Mosquitto broker on `port` with persistence in `data` (kept across restarts).
+pub fn mosquitto_on(port: u16, data: &Path) -> Service {
+    std::fs::create_dir_all(data).unwrap();
+    mosquitto_with(
+        port,
+        &format!("listener {port} 127.0.0.1\npersistence true\npersistence_location {}/\nmax_queued_messages 1000000\nmessage_size_limit 0\n", data.display()),
+    )
+}
+
+/// A Mosquitto broker with these configuration lines (listeners, TLS, persistence), ready when
+/// `port` accepts connections.
+pub fn mosquitto_with(port: u16, extra: &str) -> Service {
+    let dir = TempDir::new("mqtt");
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("user root\nlog_dest stderr\nallow_anonymous true\n{extra}\n"),
+    )
+    .unwrap();
+    let s = spawn(
+        "mosquitto",
+        "mosquitto",
+        &["-c".to_string(), conf.display().to_string()],
         port,
         dir,
-        name: "pushgateway",
-    };
-    wait_for(
-        "pushgateway (tls) listening",
-        Duration::from_secs(20),
-        || {
-            std::net::TcpStream::connect(("127.0.0.1", port))
-                .ok()
-                .map(|_| ())
-        },
     );
+    wait_listening(port, "mosquitto ready");
     s
 }
 
