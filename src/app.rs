@@ -279,7 +279,11 @@ fn log_writer(spool: Arc<Spool>, rx: std::sync::mpsc::Receiver<Vec<u8>>, stop: A
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(line) => batch.push(line),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            // No shipper installed (`spool.ship_logs = false`): nothing will ever arrive, but this
+            // thread still owes the spool its once-a-second sync.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
         }
         while batch.len() < 1024 {
             match rx.try_recv() {

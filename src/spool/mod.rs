@@ -104,6 +104,17 @@ struct Inner {
     last_by_kind: [u64; 3],
 }
 
+impl Inner {
+    /// The highest sequence number every sink has delivered (`u64::MAX` with no sinks).
+    fn min_acked(&self) -> u64 {
+        self.cursors
+            .values()
+            .map(|c| c.acked)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+}
+
 /// A summary of the backlog, for `spool status` and metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backlog {
@@ -307,12 +318,7 @@ impl Spool {
     fn update_gauges(&self, g: &Inner) {
         let m = &self.metrics.spool;
         m.bytes.set(g.total_bytes as i64);
-        let min_acked = g
-            .cursors
-            .values()
-            .map(|c| c.acked)
-            .min()
-            .unwrap_or(u64::MAX);
+        let min_acked = g.min_acked();
         let pending: u64 = g.segments.iter().map(|s| pending_in(s, min_acked)).sum();
         m.records.set(pending as i64);
         let now = now_ms();
@@ -438,12 +444,7 @@ impl Spool {
 
     fn drop_oldest(&self, g: &mut Inner) -> Result<(), SpoolError> {
         let s = g.segments.remove(0);
-        let min_acked = g
-            .cursors
-            .values()
-            .map(|c| c.acked)
-            .min()
-            .unwrap_or(u64::MAX);
+        let min_acked = g.min_acked();
         let lost = pending_in(&s, min_acked);
         std::fs::remove_file(&s.path).map_err(io_err(&s.path))?;
         g.total_bytes -= s.bytes;
@@ -572,12 +573,7 @@ impl Spool {
     }
 
     fn gc(&self, g: &mut Inner) -> Result<(), SpoolError> {
-        let min_acked = g
-            .cursors
-            .values()
-            .map(|c| c.acked)
-            .min()
-            .unwrap_or(u64::MAX);
+        let min_acked = g.min_acked();
         while g.segments.len() > 1 && g.segments[0].last_seq <= min_acked {
             let s = g.segments.remove(0);
             std::fs::remove_file(&s.path).map_err(io_err(&s.path))?;
@@ -706,6 +702,9 @@ pub fn status_report(cfg: &Config) -> Result<String, SpoolError> {
     let mut sinks: Vec<String> = Vec::new();
     if cfg.mqtt.is_some() {
         sinks.push("mqtt".into());
+    }
+    if cfg.remote_write.is_some() {
+        sinks.push("remote_write".into());
     }
     if let Ok(rd) = std::fs::read_dir(&curdir) {
         for e in rd.flatten() {
