@@ -3,7 +3,7 @@
 //! into a real Alertmanager running the shipped `alertmanager.yml`, which routes it to the
 //! expected receiver; and every dashboard panel query runs against that Prometheus.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,25 +31,12 @@ fn webhook_sink() -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
     std::thread::spawn(move || {
         for c in l.incoming() {
             let Ok(mut c) = c else { continue };
-            let mut r = BufReader::new(c.try_clone().unwrap());
-            let mut first = String::new();
-            r.read_line(&mut first).unwrap_or(0);
-            let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
-            let mut len = 0;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; len];
-            let _ = r.read_exact(&mut body);
+            let Some(req) = crate::common::http::read_request(&c) else {
+                continue;
+            };
             g2.lock()
                 .unwrap()
-                .push((path, String::from_utf8_lossy(&body).into_owned()));
+                .push((req.path, String::from_utf8_lossy(&req.body).into_owned()));
             let _ =
                 c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         }

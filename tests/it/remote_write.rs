@@ -3,7 +3,7 @@
 //! block the ones after it (a scripted receiver: a real Prometheus cannot be made to answer 400
 //! and 503 on cue).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,6 +72,25 @@ fn raw_samples(
     out
 }
 
+/// Waits until the receiver holds a sample for every spooled snapshot, then checks that the
+/// backfilled timestamps are exactly the snapshots' (no gaps, nothing invented).
+fn assert_backfilled(prom: &crate::common::services::Service, times: &[i64]) {
+    let (first, last) = (times[0], *times.last().unwrap());
+    let sel = "copilot_edge_build_info{gateway_id=\"gw-test\"}";
+    let got = wait_for("backfill", Duration::from_secs(30), || {
+        let got: Vec<i64> = raw_samples(prom, sel, first, last)
+            .iter()
+            .map(|s| s.0)
+            .filter(|t| *t <= last)
+            .collect();
+        (got.len() >= times.len()).then_some(got)
+    });
+    assert_eq!(
+        got, times,
+        "backfilled timestamps differ from the spooled snapshots"
+    );
+}
+
 fn send_requests(a: &Agent, n: usize) {
     for _ in 0..n {
         assert_eq!(a.diagnose("plant-7", "press-12", PRESS).status, 200);
@@ -99,30 +118,7 @@ fn outage_is_backfilled_with_original_timestamps() {
     let (first, last) = (times[0], *times.last().unwrap());
 
     let prom = prometheus_on(port, &[], &[], None, &[]);
-    wait_for("backfill", Duration::from_secs(30), || {
-        let got = raw_samples(
-            &prom,
-            "copilot_edge_build_info{gateway_id=\"gw-test\"}",
-            first,
-            last,
-        );
-        (got.len() >= times.len()).then_some(())
-    });
-    // Every snapshot is there with its original timestamp: no gaps at the snapshot interval.
-    let got: Vec<i64> = raw_samples(
-        &prom,
-        "copilot_edge_build_info{gateway_id=\"gw-test\"}",
-        first,
-        last,
-    )
-    .iter()
-    .map(|s| s.0)
-    .filter(|t| *t <= last)
-    .collect();
-    assert_eq!(
-        got, times,
-        "backfilled timestamps differ from the spooled snapshots"
-    );
+    assert_backfilled(&prom, &times);
     // Counters: the last value is every request sent; increase() over the outage agrees.
     let sel = "copilot_requests_total{gateway_id=\"gw-test\",agent_name=\"rag_agent\",status_code=\"200\",site=\"plant-7\"}";
     let samples = raw_samples(&prom, sel, first, last);
@@ -174,28 +170,7 @@ fn sigkill_during_outage_then_backfill() {
     let times = snapshot_times(dir.path());
     let (first, last) = (times[0], *times.last().unwrap());
     let prom = prometheus_on(port, &[], &[], None, &[]);
-    wait_for("backfill after a crash", Duration::from_secs(30), || {
-        (raw_samples(
-            &prom,
-            "copilot_edge_build_info{gateway_id=\"gw-test\"}",
-            first,
-            last,
-        )
-        .len()
-            >= times.len())
-        .then_some(())
-    });
-    let got: Vec<i64> = raw_samples(
-        &prom,
-        "copilot_edge_build_info{gateway_id=\"gw-test\"}",
-        first,
-        last,
-    )
-    .iter()
-    .map(|s| s.0)
-    .filter(|t| *t <= last)
-    .collect();
-    assert_eq!(got, times);
+    assert_backfilled(&prom, &times);
     // The counter reset at the restart: 9 before the kill, 4 after.
     let samples = raw_samples(
         &prom,
@@ -230,22 +205,15 @@ impl ScriptedReceiver {
         std::thread::spawn(move || {
             for c in l.incoming() {
                 let Ok(mut c) = c else { continue };
-                let mut r = BufReader::new(c.try_clone().unwrap());
-                let (mut len, mut snappy) = (0, false);
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    let l = line.to_ascii_lowercase();
-                    if let Some(v) = l.strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap();
-                    }
-                    snappy |= l.starts_with("content-encoding: snappy");
-                }
-                let mut body = vec![0; len];
-                r.read_exact(&mut body).unwrap();
-                assert!(snappy, "remote write must be snappy-encoded");
+                let Some(req) = crate::common::http::read_request(&c) else {
+                    continue;
+                };
+                assert_eq!(
+                    req.header("content-encoding"),
+                    Some("snappy"),
+                    "remote write must be snappy-encoded"
+                );
+                let body = req.body;
                 let raw = snap::raw::Decoder::new()
                     .decompress_vec(&body)
                     .expect("valid snappy block");

@@ -13,10 +13,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
-use crate::common::services::Service;
+use crate::common::services::{prometheus_at, Service};
 use crate::common::*;
 
 /// Mon 2026-11-09 00:00:00 UTC.
@@ -685,31 +685,15 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Prometheus serving `data` (no scrapes), retention long enough for backfilled weeks.
 fn prometheus_on(data: &Path, extra: &[&str]) -> Service {
-    let dir = TempDir::new("prom-report");
-    let port = free_port();
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(&cfg, "global:\n  scrape_interval: 1m\n").unwrap();
-    let child = Command::new(need("prometheus"))
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--storage.tsdb.retention.time=3650d")
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let s = Service {
-        child,
-        port,
-        dir,
-        name: "prometheus",
-    };
-    wait_for("prometheus ready", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(s.addr()).ok()?;
-        (request(s.addr(), "GET", "/-/ready", &[], b"").status == 200).then_some(())
-    });
-    s
+    let mut args = vec!["--storage.tsdb.retention.time=3650d"];
+    args.extend_from_slice(extra);
+    prometheus_at(
+        free_port(),
+        TempDir::new("prom-report"),
+        "global:\n  scrape_interval: 1m\n",
+        data,
+        &args,
+    )
 }
 
 fn report(cwd: &Path, url: &str, extra: &[&str]) -> (i32, String, String) {

@@ -107,3 +107,58 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         b = &b[nl + 2 + n + 2..];
     }
 }
+
+/// One request as the in-test servers (fake LLM, scripted receivers) see it.
+#[derive(Debug, Clone)]
+pub struct IncomingRequest {
+    pub path: String,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl IncomingRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one request (request line, headers, `Content-Length` body) from a server-side stream;
+/// None if the client went away first.
+pub fn read_request(s: &TcpStream) -> Option<IncomingRequest> {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::new(s.try_clone().ok()?);
+    let mut first = String::new();
+    if r.read_line(&mut first).ok()? == 0 {
+        return None;
+    }
+    let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let len = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some(IncomingRequest {
+        path,
+        headers,
+        body,
+    })
+}

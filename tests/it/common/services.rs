@@ -4,7 +4,7 @@
 //! The services must be installed (`tests/run` installs them); a missing binary fails the test
 //! with a message saying so, it is never skipped.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -125,17 +125,27 @@ pub fn prometheus_on(
 
 /// A Prometheus on `port` with the given configuration text (written into `dir`).
 pub fn prometheus_with_config(port: u16, dir: TempDir, cfg: &str, extra_args: &[&str]) -> Service {
-    let bin = need("prometheus");
+    let data = dir.path().join("data");
+    prometheus_at(port, dir, cfg, &data, extra_args)
+}
+
+/// A Prometheus on `port` with the configuration text `cfg` (written into `dir`) and its TSDB in
+/// `data` (e.g. a backfilled data directory). Fails the test, with Prometheus' own error, if it
+/// exits instead of becoming ready.
+pub fn prometheus_at(
+    port: u16,
+    dir: TempDir,
+    cfg: &str,
+    data: &Path,
+    extra_args: &[&str],
+) -> Service {
     std::fs::write(dir.path().join("prometheus.yml"), cfg).unwrap();
-    let child = Command::new(bin)
+    let child = Command::new(need("prometheus"))
         .arg(format!(
             "--config.file={}",
             dir.path().join("prometheus.yml").display()
         ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .args([
             "--web.enable-lifecycle",
@@ -289,31 +299,19 @@ pub fn mosquitto_with(port: u16, extra: &str) -> Service {
 
 /// An Alertmanager routing to webhook receivers; `config` is the YAML text.
 pub fn alertmanager(config: &str) -> Service {
-    let bin = need("prometheus-alertmanager");
     let dir = TempDir::new("am");
     let port = free_port();
     std::fs::write(dir.path().join("alertmanager.yml"), config).unwrap();
-    let child = Command::new(bin)
-        .arg(format!(
+    let args = [
+        format!(
             "--config.file={}",
             dir.path().join("alertmanager.yml").display()
-        ))
-        .arg(format!(
-            "--storage.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let s = Service {
-        child,
-        port,
-        dir,
-        name: "alertmanager",
-    };
+        ),
+        format!("--storage.path={}", dir.path().join("data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        "--cluster.listen-address=".to_string(),
+    ];
+    let s = spawn("alertmanager", "prometheus-alertmanager", &args, port, dir);
     wait_http_ok(&format!("{}/-/ready", s.url()), "alertmanager ready");
     s
 }
@@ -355,22 +353,10 @@ impl FakeLlm {
                 let Ok(mut c) = conn else { continue };
                 let (r3, b3) = (r2.clone(), b2.clone());
                 std::thread::spawn(move || {
-                    let mut reader = BufReader::new(c.try_clone().unwrap());
-                    let mut len = 0usize;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    let _ = reader.read_exact(&mut body);
+                    let Some(req) = super::http::read_request(&c) else {
+                        return;
+                    };
+                    let body = req.body;
                     *b3.lock().unwrap() = String::from_utf8_lossy(&body).into_owned();
                     let n = r3.fetch_add(1, Ordering::Relaxed) + 1;
                     let mode = match mode {
