@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 use crate::auth::{self, Authenticator};
-use crate::config::Config;
+use crate::config::{self, Config, ConfigError, Problem};
 use crate::diagnose::{self, DiagnoseEngine, EngineSettings};
 use crate::http::{self, AppState};
 use crate::llm::LlmClient;
@@ -30,15 +30,53 @@ use crate::sinks::remote_write::RemoteWriteSink;
 use crate::spool::segment::Kind;
 use crate::spool::{now_ms, Spool};
 
-fn ensure_dir(p: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(p).with_context(|| format!("cannot create directory {}", p.display()))
+/// Creates a directory the agent owns with `mode` (whatever the umask), or checks it is one.
+fn ensure_dir(p: &Path, mode: u32) -> anyhow::Result<()> {
+    logging::create_private_dir(p, mode)
+        .with_context(|| format!("cannot create directory {}", p.display()))
+}
+
+/// What `serve` needs from the machine before it starts, checked the same way by
+/// `check-config` and by `serve` (which exits 78 on any of it, so systemd does not restart-loop
+/// on a configuration that can never start): the directories it writes are (or can become)
+/// writable directories, and the knowledge base loads. Every problem names its TOML key.
+pub fn preflight(cfg: &Config) -> Result<(), ConfigError> {
+    let mut problems = Vec::new();
+    for (key, dir) in [
+        ("paths.state_dir", &cfg.paths.state_dir),
+        ("paths.log_dir", &cfg.paths.log_dir),
+        ("spool.dir", &cfg.spool.dir),
+    ] {
+        if let Some(message) = config::writable_dir_problem(dir) {
+            problems.push(Problem {
+                key: key.into(),
+                message,
+            });
+        }
+    }
+    if let Some(dir) = &cfg.paths.knowledge_dir {
+        if let Err(e) = diagnose::kb::load_dir(dir) {
+            problems.push(Problem {
+                key: "paths.knowledge_dir".into(),
+                message: format!("{}: {e}", dir.display()),
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            path: cfg.source.clone(),
+            problems,
+        })
+    }
 }
 
 /// Runs the agent until SIGTERM/SIGINT. Returns after an orderly shutdown.
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     let started = Instant::now();
-    ensure_dir(&cfg.paths.state_dir)?;
-    ensure_dir(&cfg.paths.log_dir)?;
+    ensure_dir(&cfg.paths.state_dir, 0o700)?;
+    ensure_dir(&cfg.paths.log_dir, 0o750)?;
     let _log_guard = logging::init(&cfg.logging, Some(&cfg.paths.log_dir)).context("logging")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -59,6 +97,11 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
     let mut tokens = cfg.auth.tokens.clone();
     let mut token_hint = None;
     if tokens.is_empty() {
+        if let Some(mode) = auth::tighten_token_file(&cfg.paths.state_dir)
+            .context("first-start API token permissions")?
+        {
+            tracing::warn!(path = %cfg.paths.state_dir.join("api-token").display(), mode = %format!("{mode:04o}"), now = "0600", "api_token_permissions_repaired");
+        }
         let (entry, path, created) =
             auth::ensure_token(&cfg.paths.state_dir).context("first-start API token")?;
         if created {
@@ -91,6 +134,7 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
         &cfg.metrics,
         cfg.llm_prices.budget_usd_per_day,
     )?);
+    let telemetry = Telemetry::start(&cfg, metrics.clone())?;
     let state = Arc::new(AppState {
         server: cfg.server.clone(),
         engine,
@@ -103,10 +147,9 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
             ("state_dir", cfg.paths.state_dir.clone()),
             ("log_dir", cfg.paths.log_dir.clone()),
         ],
+        spool: telemetry.spool.clone(),
         started,
     });
-
-    let telemetry = Telemetry::start(&cfg, metrics.clone())?;
 
     let listener = TcpListener::bind(cfg.server.listen)
         .await
@@ -174,6 +217,7 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
             &cfg.identity.site_plant_id,
             metrics.clone(),
             cfg.metrics.snapshot_interval,
+            &cfg.spool.dir,
         );
         tracker.spawn(sink.run(sinks_shutdown.clone()));
     }
@@ -272,20 +316,30 @@ impl Telemetry {
 const LOG_QUEUE: usize = 8192;
 
 /// Batches queued log lines into the spool; syncs the spool every second.
+///
+/// Loop freedom: the spool reports its own faults through tracing, and those reports come back
+/// here as lines to append. The spool throttles them (one a minute while a fault lasts), so a
+/// refused append cannot feed itself; and on stop this thread takes what is queued at that
+/// moment and returns, whatever keeps arriving.
 fn log_writer(spool: Arc<Spool>, rx: std::sync::mpsc::Receiver<Vec<u8>>, stop: Arc<AtomicBool>) {
     let mut last_flush = Instant::now();
     let mut batch: Vec<Vec<u8>> = Vec::with_capacity(1024);
     loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => batch.push(line),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            // No shipper installed (`spool.ship_logs = false`): nothing will ever arrive, but this
-            // thread still owes the spool its once-a-second sync.
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                std::thread::sleep(Duration::from_millis(200))
+        let stopping = stop.load(Ordering::Relaxed);
+        if !stopping {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => batch.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                // No shipper installed (`spool.ship_logs = false`): nothing will ever arrive, but
+                // this thread still owes the spool its once-a-second sync.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
             }
         }
-        while batch.len() < 1024 {
+        // On stop: at most one queue's worth, then out.
+        let take = if stopping { LOG_QUEUE } else { 1024 };
+        while batch.len() < take {
             match rx.try_recv() {
                 Ok(line) => batch.push(line),
                 Err(_) => break,
@@ -293,20 +347,16 @@ fn log_writer(spool: Arc<Spool>, rx: std::sync::mpsc::Receiver<Vec<u8>>, stop: A
         }
         if !batch.is_empty() {
             let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
-            if let Err(e) = spool.append(Kind::Log, now_ms(), &refs) {
-                // Not logged through tracing: that would feed this very queue.
-                eprintln!("copilot-edge: spool append failed: {e}");
-            }
+            // Refusals are counted and reported by the spool itself.
+            let _ = spool.append(Kind::Log, now_ms(), &refs);
             batch.clear();
         }
-        if last_flush.elapsed() >= Duration::from_secs(1) {
-            if let Err(e) = spool.flush() {
-                eprintln!("copilot-edge: spool flush failed: {e}");
-            }
-            last_flush = Instant::now();
-        }
-        if stop.load(Ordering::Relaxed) && rx.try_recv().map(|l| batch.push(l)).is_err() {
+        if stopping {
             return;
+        }
+        if last_flush.elapsed() >= Duration::from_secs(1) {
+            let _ = spool.flush();
+            last_flush = Instant::now();
         }
     }
 }

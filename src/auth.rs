@@ -89,6 +89,26 @@ impl Authenticator {
     }
 }
 
+/// Makes an existing first-start token file readable by its owner only. Returns the mode it had
+/// when that let others (group or world) read or write it: the caller says so, since the token
+/// may already have leaked.
+pub fn tighten_token_file(state_dir: &Path) -> Result<Option<u32>, TokenFileError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = state_dir.join("api-token");
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(TokenFileError::Io { path, source }),
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|source| TokenFileError::Io { path, source })?;
+    Ok(Some(mode))
+}
+
 /// Reads `<state_dir>/api-token`, or creates it (mode 0600) with a fresh random token.
 /// Returns the token's entry, the file, and whether it was created now.
 pub fn ensure_token(state_dir: &Path) -> Result<(TokenEntry, PathBuf, bool), TokenFileError> {

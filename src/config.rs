@@ -118,6 +118,7 @@ pub struct RawServer {
     pub listen: String,
     pub max_body_bytes: u64,
     pub max_connections: u64,
+    pub max_connections_per_client: u64,
     pub header_read_timeout_secs: u64,
     pub request_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
@@ -131,6 +132,7 @@ impl Default for RawServer {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 64 * 1024,
             max_connections: 1024,
+            max_connections_per_client: 64,
             header_read_timeout_secs: 10,
             request_timeout_secs: 30,
             shutdown_grace_secs: 10,
@@ -521,6 +523,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub max_connections: NonZeroUsize,
+    /// 0 = no per-address bound.
+    pub max_connections_per_client: usize,
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -744,6 +748,58 @@ pub fn default_config_path(env: &Environment) -> Option<PathBuf> {
         .as_ref()?
         .join("copilot-edge.toml");
     p.exists().then_some(p)
+}
+
+/// Can the agent use `dir` as a directory it writes to? An existing path must be a writable
+/// directory; a missing one must be creatable (its nearest existing ancestor a writable
+/// directory). Returns what is wrong, for a [`Problem`] under the key that named the path.
+pub fn writable_dir_problem(dir: &Path) -> Option<String> {
+    fn writable(p: &Path) -> Result<(), std::io::Error> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: `c` is a valid NUL-terminated path. access(2) also reports EROFS for a
+        // read-only mount, which a mode check would miss (and root passes mode checks).
+        if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+    let mut p = dir;
+    loop {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => {
+                return writable(p).err().map(|e| {
+                    if p == dir {
+                        format!("{} is not writable: {e}", dir.display())
+                    } else {
+                        format!(
+                            "{} cannot be created: {} is not writable: {e}",
+                            dir.display(),
+                            p.display()
+                        )
+                    }
+                })
+            }
+            Ok(_) if p == dir => {
+                return Some(format!("{} is a file, not a directory", dir.display()))
+            }
+            Ok(_) => {
+                return Some(format!(
+                    "{} cannot be created: {} is a file",
+                    dir.display(),
+                    p.display()
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Some(format!("{}: {e}", p.display())),
+        }
+        match p.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+            _ => return None, // a relative path whose first part is missing: created under the cwd
+        }
+    }
 }
 
 /// Loads and validates a config file, or the embedded defaults when `path` is `None`.
@@ -1012,6 +1068,12 @@ impl RawConfig {
                 16 * 1024 * 1024,
             ) as usize,
             max_connections: c.nonzero("server.max_connections", s.max_connections, 1_000_000),
+            max_connections_per_client: c.range(
+                "server.max_connections_per_client",
+                s.max_connections_per_client,
+                0,
+                1_000_000,
+            ) as usize,
             header_read_timeout: Duration::from_secs(c.range(
                 "server.header_read_timeout_secs",
                 s.header_read_timeout_secs,
@@ -1115,12 +1177,17 @@ impl RawConfig {
         }
 
         let l = &self.labels;
-        for p in l.plant_ids.iter().chain(&l.equipment_ids) {
-            if !is_valid_id(p) {
-                c.fail(
-                    "labels",
-                    format!("`{p}` is not a valid id (1-64 of [A-Za-z0-9-_.:])"),
-                );
+        for (key, ids) in [
+            ("labels.plant_ids", &l.plant_ids),
+            ("labels.equipment_ids", &l.equipment_ids),
+        ] {
+            for (i, p) in ids.iter().enumerate() {
+                if !is_valid_id(p) {
+                    c.fail(
+                        &format!("{key}[{i}]"),
+                        format!("`{p}` is not a valid id (1-64 of [A-Za-z0-9-_.:])"),
+                    );
+                }
             }
         }
         let labels = LabelsConfig {

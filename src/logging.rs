@@ -16,8 +16,9 @@ use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -65,6 +66,38 @@ pub enum LoggingError {
     AlreadySet,
 }
 
+/// Creates `dir` (and missing parents) with `mode` whatever the umask says, so a service
+/// started under `umask 000` does not leave its state world-writable. Existing directories are
+/// left as they are.
+pub fn create_private_dir(dir: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)?;
+    // The umask can only take bits away; set exactly `mode` on the leaf.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+/// Opens a log file for appending, created 0640 (owner writes, group `adm`-style readers read).
+fn open_log(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if meta.permissions().mode() & 0o7777 & !0o640 != 0 {
+        // Created under a permissive umask by an older version, or by hand: tighten it.
+        f.set_permissions(std::fs::Permissions::from_mode(0o640))?;
+    }
+    Ok(f)
+}
+
 /// A file writer that rotates by size and keeps a bounded number of files.
 pub struct RotatingFile {
     dir: PathBuf,
@@ -72,16 +105,17 @@ pub struct RotatingFile {
     size: u64,
     max_bytes: u64,
     max_files: usize,
+    /// Set while the disk refuses writes.
+    failing: Option<Failing>,
+    /// State-change lines for [`Tee`] to put on stdout.
+    events: Vec<String>,
 }
 
 impl RotatingFile {
     /// Opens (appending) `dir/copilot-edge.log`.
     pub fn open(dir: &Path, max_bytes: u64, max_files: usize) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(LOG_FILE))?;
+        create_private_dir(dir, 0o750)?;
+        let file = open_log(&dir.join(LOG_FILE))?;
         let size = file.metadata()?.len();
         let mut r = RotatingFile {
             dir: dir.to_path_buf(),
@@ -89,6 +123,8 @@ impl RotatingFile {
             size,
             max_bytes,
             max_files: max_files.max(1),
+            failing: None,
+            events: Vec::new(),
         };
         r.prune()?;
         Ok(r)
@@ -128,26 +164,130 @@ impl RotatingFile {
             self.dir.join(LOG_FILE),
             self.dir.join(format!("copilot-edge.{nanos:020}.log")),
         )?;
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(LOG_FILE))?;
+        self.file = open_log(&self.dir.join(LOG_FILE))?;
         self.size = 0;
         self.prune()
     }
 }
 
-impl Write for RotatingFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+impl RotatingFile {
+    /// Writes `buf` (whole lines) entirely or not at all: a write the disk could not finish is
+    /// cut back off the file, so a full disk never leaves a torn JSON line behind.
+    fn write_lines(&mut self, buf: &[u8]) -> io::Result<()> {
         if self.size > 0 && self.size + buf.len() as u64 > self.max_bytes {
             self.rotate()?;
         }
-        self.file.write_all(buf)?;
+        if let Err(e) = self.file.write_all(buf) {
+            // O_APPEND: the next write goes to the (restored) end.
+            let _ = self.file.set_len(self.size);
+            return Err(e);
+        }
         self.size += buf.len() as u64;
+        Ok(())
+    }
+}
+
+/// Log lines the file could not take, since start (read by the metrics).
+static FILE_LINES_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Log lines the log file could not take (disk full, I/O error) since start.
+pub fn file_lines_dropped() -> u64 {
+    FILE_LINES_DROPPED.load(Ordering::Relaxed)
+}
+
+impl Write for RotatingFile {
+    /// Never fails: lines the disk cannot take are dropped and counted (stdout still gets
+    /// them), and the failure and the recovery are reported once each on stdout by [`Tee`].
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.write_lines(buf) {
+            Ok(()) => {
+                if let Some(f) = self.failing.take() {
+                    self.events.push(state_line(
+                        "info",
+                        "log_file_recovered",
+                        &format!(",\"dropped_lines\":{}", f.dropped),
+                    ));
+                }
+            }
+            Err(e) => {
+                let lines = buf.iter().filter(|b| **b == b'\n').count().max(1) as u64;
+                FILE_LINES_DROPPED.fetch_add(lines, Ordering::Relaxed);
+                match &mut self.failing {
+                    Some(f) => f.dropped += lines,
+                    None => {
+                        let mut detail = String::from(",\"error\":");
+                        push_json_str(&mut detail, &e.to_string());
+                        let mut path = String::new();
+                        push_json_str(&mut path, &self.dir.join(LOG_FILE).display().to_string());
+                        detail.push_str(",\"path\":");
+                        detail.push_str(&path);
+                        self.events
+                            .push(state_line("warn", "log_file_write_failed", &detail));
+                        self.failing = Some(Failing { dropped: lines });
+                    }
+                }
+            }
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
+    }
+}
+
+/// The log file is refusing writes.
+struct Failing {
+    dropped: u64,
+}
+
+/// A log line written by the writer thread itself (it cannot go through tracing, whose queue
+/// this thread drains).
+fn state_line(level: &str, event: &str, fields: &str) -> String {
+    format!(
+        "{{\"timestamp\":\"{}\",\"level\":\"{level}\",\"event\":\"{event}\"{fields},\"target\":\"copilot_edge::logging\"}}\n",
+        rfc3339(SystemTime::now())
+    )
+}
+
+/// Rate limit for a warning that can repeat: the first occurrence is logged at once, then at
+/// most one every `every`, carrying how many were suppressed in between.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// A throttle that lets one warning through per `every`.
+    pub const fn new(every: Duration) -> Self {
+        Throttle {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Call on every occurrence: `Some(suppressed since the last one logged)` when this one
+    /// should be logged, `None` when it should only be counted.
+    pub fn hit(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < self.every => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+
+    /// Forgets the past: the next occurrence is logged at once.
+    pub fn reset(&mut self) {
+        self.last = None;
+        self.suppressed = 0;
     }
 }
 
@@ -291,16 +431,29 @@ struct Tee {
     file: Option<io::BufWriter<RotatingFile>>,
 }
 
+impl Tee {
+    /// Puts the log file's failure/recovery lines on stdout (the file may be what is failing).
+    fn report_file_state(&mut self) {
+        if let Some(f) = self.file.as_mut() {
+            for line in std::mem::take(&mut f.get_mut().events) {
+                let _ = self.stdout.write_all(line.as_bytes());
+            }
+        }
+    }
+}
+
 impl Write for Tee {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // A broken stdout (closed pipe) must not stop the file log, and vice versa.
         let a = self.stdout.write_all(buf);
         let b = self.file.as_mut().map_or(Ok(()), |f| f.write_all(buf));
+        self.report_file_state();
         a.and(b).map(|_| buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
         let a = self.stdout.flush();
         let b = self.file.as_mut().map_or(Ok(()), |f| f.flush());
+        self.report_file_state();
         a.and(b)
     }
 }
@@ -404,6 +557,47 @@ mod tests {
             let back: String = serde_json::from_str(&out).unwrap();
             assert_eq!(back, s, "{out}");
         }
+    }
+
+    #[test]
+    fn a_refused_log_write_leaves_no_torn_line() {
+        let dir = std::env::temp_dir().join(format!("ce-log-{}", uuid::Uuid::new_v4()));
+        let mut f = RotatingFile::open(&dir, 1 << 20, 3).unwrap();
+        f.write_all(b"{\"n\":1}\n").unwrap();
+        // The disk refuses writes: dropped, counted, reported once; never an error to the
+        // writer thread (stdout still gets the lines).
+        let real = std::mem::replace(
+            &mut f.file,
+            OpenOptions::new().append(true).open("/dev/full").unwrap(),
+        );
+        let before = file_lines_dropped();
+        f.write_all(b"{\"n\":2}\n{\"n\":3}\n").unwrap();
+        f.write_all(b"{\"n\":4}\n").unwrap();
+        assert!(file_lines_dropped() >= before + 3);
+        let events = std::mem::take(&mut f.events);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(events[0].contains("log_file_write_failed"));
+        f.file = real;
+        f.write_all(b"{\"n\":5}\n").unwrap();
+        let events = std::mem::take(&mut f.events);
+        assert!(
+            events[0].contains("log_file_recovered") && events[0].contains("\"dropped_lines\":3")
+        );
+        let live = std::fs::read_to_string(dir.join(LOG_FILE)).unwrap();
+        assert_eq!(live, "{\"n\":1}\n{\"n\":5}\n");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn throttle_lets_one_through_per_interval_with_a_count() {
+        let mut t = Throttle::new(Duration::from_millis(200));
+        assert_eq!(t.hit(), Some(0));
+        assert_eq!(t.hit(), None);
+        assert_eq!(t.hit(), None);
+        std::thread::sleep(Duration::from_millis(210));
+        assert_eq!(t.hit(), Some(2));
+        t.reset();
+        assert_eq!(t.hit(), Some(0));
     }
 
     #[test]

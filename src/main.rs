@@ -30,21 +30,36 @@ fn main() -> ExitCode {
             print!("{}", config::DEFAULT_CONFIG_TOML);
             ExitCode::SUCCESS
         }
-        Command::CheckConfig { path } => match config::load(Some(&path), &env) {
-            Ok(c) => {
-                println!(
-                    "{}: ok (listen {}, {} sink(s) enabled)",
-                    path.display(),
-                    c.server.listen,
-                    usize::from(c.mqtt.is_some()) + usize::from(c.pushgateway.is_some())
-                );
-                ExitCode::SUCCESS
+        Command::CheckConfig { path } => {
+            match config::load(Some(&path), &env).and_then(|c| app::preflight(&c).map(|_| c)) {
+                Ok(c) => {
+                    let sinks: Vec<&str> = [
+                        ("mqtt", c.mqtt.is_some()),
+                        ("remote_write", c.remote_write.is_some()),
+                        ("pushgateway", c.pushgateway.is_some()),
+                    ]
+                    .into_iter()
+                    .filter_map(|(n, on)| on.then_some(n))
+                    .collect();
+                    println!(
+                        "{}: ok (listen {}, {} sink(s) enabled{})",
+                        path.display(),
+                        c.server.listen,
+                        sinks.len(),
+                        if sinks.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", sinks.join(", "))
+                        }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EX_CONFIG)
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(EX_CONFIG)
-            }
-        },
+        }
         Command::Spool {
             command: SpoolCommand::Status,
         } => {
@@ -76,6 +91,10 @@ fn main() -> ExitCode {
             };
             if let Some(addr) = cli.listen {
                 cfg.server.listen = addr;
+            }
+            if let Err(e) = app::preflight(&cfg) {
+                eprintln!("{e}");
+                return ExitCode::from(EX_CONFIG);
             }
             match app::run(cfg) {
                 Ok(()) => ExitCode::SUCCESS,

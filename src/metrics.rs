@@ -187,6 +187,8 @@ pub struct SpoolMetrics {
     pub dropped: IntCounterVec,
     pub corrupt: IntCounter,
     pub appended: IntCounterVec,
+    /// 1 while appends are refused (below the free-space floor, or writes failing).
+    pub write_blocked: IntGauge,
 }
 
 /// Per-sink metrics.
@@ -196,6 +198,8 @@ pub struct SinkMetrics {
     pub sent: IntCounterVec,
     pub errors: IntCounterVec,
     pub rejected: IntCounterVec,
+    /// 1 while the receiver refuses the sink's credentials (401/403, MQTT CONNACK 4/5).
+    pub auth_failed: IntGaugeVec,
 }
 
 /// The whole metric set.
@@ -223,6 +227,10 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub log_events_dropped: IntCounter,
+    /// Log lines the log file could not take (disk full); stdout still got them.
+    pub log_file_lines_dropped: IntCounter,
+    /// Connections and requests the HTTP layer refused before a handler ran, by reason.
+    pub http_rejected: IntCounterVec,
     pub spool: SpoolMetrics,
     pub sink: SinkMetrics,
     hallucination_window: Windows,
@@ -433,6 +441,19 @@ impl Metrics {
                     "Log events not shipped because the spool queue was full.",
                 )?,
             )?,
+            log_file_lines_dropped: reg(
+                &r,
+                IntCounter::new(
+                    "copilot_edge_log_file_lines_dropped_total",
+                    "Log lines the log file could not take (disk full or write error); stdout still had them.",
+                )?,
+            )?,
+            http_rejected: counter_vec(
+                &r,
+                "copilot_edge_http_rejected_total",
+                "Connections or requests refused by the HTTP layer before a handler ran (per_client_limit, parse, too_large, header_timeout, incomplete, other).",
+                &["reason"],
+            )?,
             spool: SpoolMetrics {
                 bytes: reg(
                     &r,
@@ -473,6 +494,13 @@ impl Metrics {
                     "Records appended to the spool.",
                     &["kind"],
                 )?,
+                write_blocked: reg(
+                    &r,
+                    IntGauge::new(
+                        "copilot_edge_spool_write_blocked",
+                        "1 while the spool refuses appends: free space below spool.min_free_bytes, or writes failing.",
+                    )?,
+                )?,
             },
             sink: SinkMetrics {
                 up: reg(
@@ -508,6 +536,16 @@ impl Metrics {
                     "copilot_edge_sink_rejected_records_total",
                     "Records the receiver refused for good (not retried).",
                     &["sink"],
+                )?,
+                auth_failed: reg(
+                    &r,
+                    IntGaugeVec::new(
+                        Opts::new(
+                            "copilot_edge_sink_auth_failed",
+                            "1 while the receiver refuses the sink's credentials; the backlog is kept and retried.",
+                        ),
+                        &["sink"],
+                    )?,
                 )?,
             },
             const_labels: format!("gateway_id=\"{gateway_id}\""),
@@ -557,6 +595,13 @@ impl Metrics {
     /// Prometheus text exposition of every metric (families by name, series unsorted).
     pub fn render(&self) -> Vec<u8> {
         use std::sync::atomic::Ordering::Relaxed;
+        // The log writer thread counts what the file could not take in a static (it runs before
+        // and outside the metrics); bring the counter up to date.
+        let file_dropped = crate::logging::file_lines_dropped();
+        let seen = self.log_file_lines_dropped.get();
+        if file_dropped > seen {
+            self.log_file_lines_dropped.inc_by(file_dropped - seen);
+        }
         let mut families: Vec<prometheus::proto::MetricFamily> = {
             let all = self.registry.all.lock().unwrap_or_else(|e| e.into_inner());
             all.iter()

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
@@ -46,6 +46,9 @@ pub enum ApiError {
     /// The request took longer than `request_timeout_secs`.
     #[error("request timed out")]
     Timeout,
+    /// The request body did not arrive within `server.request_timeout_secs`.
+    #[error("request body not received in time")]
+    BodyTimeout,
 }
 
 impl ApiError {
@@ -61,6 +64,7 @@ impl ApiError {
             ApiError::Invalid(_) | ApiError::UnknownPlant(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::AlreadyRated(_) => StatusCode::CONFLICT,
             ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -79,6 +83,7 @@ impl ApiError {
             ApiError::AlreadyRated(_) => "already_rated",
             ApiError::BodyRead => "body_read_error",
             ApiError::Timeout => "timeout",
+            ApiError::BodyTimeout => "request_timeout",
         }
     }
 
@@ -98,6 +103,10 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed(allow) => {
                 h.insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            // The rest of the body may still come: this connection cannot carry another request.
+            ApiError::BodyTimeout => {
+                h.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
@@ -123,6 +132,7 @@ mod tests {
             ApiError::UnknownAnswer("u".into()),
             ApiError::AlreadyRated("u".into()),
             ApiError::BodyRead,
+            ApiError::BodyTimeout,
         ];
         for e in all {
             assert!(e.status().is_client_error(), "{e:?}");

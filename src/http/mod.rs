@@ -9,6 +9,7 @@ pub mod error;
 pub mod routes;
 
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,9 +26,11 @@ use crate::auth::Authenticator;
 use crate::config::{LlmPrices, ServerConfig};
 use crate::diagnose::DiagnoseEngine;
 use crate::llm::LlmClient;
+use crate::logging::Throttle;
 use crate::metrics::Metrics;
 use crate::notify::Heartbeat;
 use crate::recent::RecentAnswers;
+use crate::spool::Spool;
 
 /// Everything a request handler needs; shared by all connections.
 pub struct AppState {
@@ -40,6 +43,8 @@ pub struct AppState {
     pub prices: LlmPrices,
     /// Directories `/ready` checks for writability.
     pub writable_dirs: Vec<(&'static str, PathBuf)>,
+    /// The telemetry spool, when a sink drains one: `/ready` reports its disk state.
+    pub spool: Option<Arc<Spool>>,
     pub started: Instant,
 }
 
@@ -63,8 +68,144 @@ impl AppState {
                 },
             ));
         }
+        if let Some(spool) = &self.spool {
+            // Not ready while telemetry is being dropped; diagnose answers all the same.
+            let fault = spool.disk_fault();
+            v.push((
+                "spool",
+                fault.is_none(),
+                fault.unwrap_or_else(|| "accepting records".to_string()),
+            ));
+        }
         v
     }
+}
+
+/// Open connections per client address, bounded by `server.max_connections_per_client`.
+///
+/// The address is the TCP peer: behind a reverse proxy or NAT every client shares one, so there
+/// the bound must be raised (or set to 0, off) and enforced by the proxy instead. Request headers
+/// such as `X-Forwarded-For` are not used: the bound acts before any byte is read, and a header
+/// is whatever the client says.
+struct ClientSlots {
+    max: usize,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>,
+}
+
+/// One connection's place in [`ClientSlots`]; freed on drop.
+struct ClientSlot {
+    ip: IpAddr,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>,
+}
+
+impl ClientSlots {
+    fn new(max: usize) -> Self {
+        ClientSlots {
+            max,
+            open: Arc::default(),
+        }
+    }
+
+    /// A slot for a connection from `ip`, or None when that address is at its bound.
+    fn enter(&self, ip: IpAddr) -> Option<Option<ClientSlot>> {
+        if self.max == 0 {
+            return Some(None);
+        }
+        // IPv4 clients on a dual-stack socket arrive as ::ffff:a.b.c.d.
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(Some(ClientSlot {
+            ip,
+            open: self.open.clone(),
+        }))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Warnings about misbehaving clients, at most one per reason every 10 s (with a count), so a
+/// flood of garbage cannot turn into a flood of log lines.
+static CLIENT_WARNINGS: std::sync::Mutex<[Throttle; 6]> = std::sync::Mutex::new([
+    Throttle::new(CLIENT_WARNING_EVERY),
+    Throttle::new(CLIENT_WARNING_EVERY),
+    Throttle::new(CLIENT_WARNING_EVERY),
+    Throttle::new(CLIENT_WARNING_EVERY),
+    Throttle::new(CLIENT_WARNING_EVERY),
+    Throttle::new(CLIENT_WARNING_EVERY),
+]);
+const CLIENT_WARNING_EVERY: Duration = Duration::from_secs(10);
+const REJECT_REASONS: [&str; 6] = [
+    "per_client_limit",
+    "parse",
+    "too_large",
+    "header_timeout",
+    "incomplete",
+    "other",
+];
+
+/// Counts a rejection in `copilot_edge_http_rejected_total{reason}` and logs it, throttled.
+fn count_rejection(state: &AppState, peer: SocketAddr, reason_idx: usize, detail: &str) {
+    let reason = REJECT_REASONS[reason_idx];
+    state
+        .metrics
+        .http_rejected
+        .with_label_values(&[reason])
+        .inc();
+    let report = CLIENT_WARNINGS.lock().unwrap_or_else(|e| e.into_inner())[reason_idx].hit();
+    if let Some(suppressed) = report {
+        tracing::warn!(peer = %peer.ip(), reason, error = detail, similar_suppressed = suppressed, "http_rejected");
+    }
+}
+
+/// Refuses a connection over the per-client bound: a 429 written without waiting (the socket
+/// buffer of a fresh connection takes it), then close.
+fn reject_over_limit(stream: &tokio::net::TcpStream, state: &AppState, peer: SocketAddr) {
+    let trace = crate::ids::trace_id();
+    let body = format!(
+        "{{\"error\":{{\"code\":\"too_many_connections\",\"message\":\"more than {} open connections from this address\"}},\"trace_id\":\"{trace}\"}}",
+        state.server.max_connections_per_client
+    );
+    let resp = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nconnection: close\r\nx-request-trace-id: {trace}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(resp.as_bytes());
+    count_rejection(state, peer, 0, "connection limit per client reached");
+}
+
+/// A connection hyper ended with an error before or instead of a handler: malformed request
+/// line or headers, headers too large, header read timeout (slow clients), a request cut off.
+/// Client aborts and resets are not counted (they are not the client sending garbage).
+fn protocol_error(state: &AppState, peer: SocketAddr, e: &hyper::Error) {
+    let idx = if e.is_parse_too_large() {
+        2
+    } else if e.is_parse() || e.is_parse_status() || e.is_parse_version_h2() {
+        1
+    } else if e.is_timeout() {
+        3
+    } else if e.is_incomplete_message() {
+        4
+    } else if e.is_user() {
+        5
+    } else {
+        return;
+    };
+    count_rejection(state, peer, idx, &e.to_string());
 }
 
 /// Errors of the server loop.
@@ -94,12 +235,13 @@ pub async fn serve(
     let mut accept_errors = 0u32;
     heartbeat.beat();
     let mut slot: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let clients = ClientSlots::new(state.server.max_connections_per_client);
     loop {
         // Take a connection slot before accepting, so connections over the limit wait in the
         // kernel's backlog instead of being accepted and starved. The tick keeps the watchdog
         // heartbeat going while idle; it only beats when this loop is really turning. All three
         // futures are cancel-safe.
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => { heartbeat.beat(); continue; }
@@ -119,8 +261,14 @@ pub async fn serve(
                 }
             },
         };
-        let Some(permit) = slot.take() else { continue };
         heartbeat.beat();
+        // Per-client bound first: one address holding its share of connections gets the next
+        // one refused at once, so it cannot take every slot from the rest of the LAN.
+        let Some(client_slot) = clients.enter(peer.ip()) else {
+            reject_over_limit(&stream, &state, peer);
+            continue;
+        };
+        let Some(permit) = slot.take() else { continue };
         let _ = stream.set_nodelay(true);
         let st = state.clone();
         let svc = service_fn(move |req| {
@@ -128,9 +276,13 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(routes::handle(st, req).await) }
         });
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+        let st = state.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
+            if let Err(e) = conn.await {
+                protocol_error(&st, peer, &e);
+            }
             drop(permit);
+            drop(client_slot);
         });
     }
     drop(listener);

@@ -46,6 +46,8 @@ struct Ctx {
     agent: Option<&'static str>,
     /// For diagnose: the answer's request id, whether a document supported it, its confidence.
     answer: Option<(Uuid, bool, f64)>,
+    /// True while the request body is being read: a timeout then is the client's (408).
+    reading_body: bool,
 }
 
 fn valid_trace_id(s: &str) -> bool {
@@ -107,6 +109,8 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp {
     let result = match tokio::time::timeout(timeout, dispatch(&state, req, &trace, &mut ctx)).await
     {
         Ok(r) => r,
+        // A body that never (fully) arrived is the client's fault; anything else is ours.
+        Err(_) if ctx.reading_body => Err(ApiError::BodyTimeout),
         Err(_) => Err(ApiError::Timeout),
     };
     let mut resp = match result {
@@ -311,7 +315,10 @@ async fn json_body<T: serde::de::DeserializeOwned>(
             return Err(ApiError::PayloadTooLarge(max));
         }
     }
-    let body = match Limited::new(req.into_body(), max).collect().await {
+    ctx.reading_body = true;
+    let collected = Limited::new(req.into_body(), max).collect().await;
+    ctx.reading_body = false;
+    let body = match collected {
         Ok(b) => b.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -46,6 +46,16 @@ pub enum SinkError {
         /// Sink name.
         sink: &'static str,
     },
+    /// The receiver refused our credentials (HTTP 401/403, MQTT CONNACK "bad user name or
+    /// password"/"not authorized"). Says nothing about the data: the backlog is kept and
+    /// retried until the credential is fixed.
+    #[error("{sink}: credentials refused: {message}")]
+    Auth {
+        /// Sink name.
+        sink: &'static str,
+        /// Status and body excerpt, or the CONNACK code.
+        message: String,
+    },
     /// Reading the spool failed.
     #[error("{sink}: spool: {source}")]
     Spool {
@@ -63,8 +73,167 @@ impl SinkError {
             SinkError::Connection { .. } => "connection",
             SinkError::Status { .. } => "status",
             SinkError::Timeout { .. } => "timeout",
+            SinkError::Auth { .. } => "auth",
             SinkError::Spool { .. } => "spool",
         }
+    }
+}
+
+/// Where a sink stands with its receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// The last attempt was delivered.
+    Online,
+    /// Unreachable, timing out or answering with a retryable error.
+    Offline,
+    /// The receiver refuses the credentials; nothing is discarded meanwhile.
+    AuthFailed,
+}
+
+impl Link {
+    /// As written in the state file and shown by `spool status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Link::Online => "online",
+            Link::Offline => "offline",
+            Link::AuthFailed => "auth_failed",
+        }
+    }
+}
+
+/// A sink's link state, kept in one place for every sink: the `up`/`auth_failed` gauges, one
+/// `sink_offline`/`sink_auth_failed` event per change (not per attempt), and a small JSON file
+/// `<spool dir>/sinks/<sink>.json` written on each change, which `copilot-edge spool status`
+/// (another process) reads.
+pub struct SinkHealth {
+    sink: &'static str,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    file: std::path::PathBuf,
+    link: Option<Link>,
+    since_ms: i64,
+    last_error: String,
+    last_success_ms: Option<i64>,
+}
+
+impl SinkHealth {
+    /// Health of `sink`, recorded under `state_dir` (the spool directory).
+    pub fn new(
+        sink: &'static str,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+        state_dir: &std::path::Path,
+    ) -> Self {
+        metrics.sink.up.with_label_values(&[sink]).set(0);
+        metrics.sink.auth_failed.with_label_values(&[sink]).set(0);
+        SinkHealth {
+            sink,
+            metrics,
+            file: state_dir.join("sinks").join(format!("{sink}.json")),
+            link: None,
+            since_ms: crate::spool::now_ms(),
+            last_error: String::new(),
+            last_success_ms: None,
+        }
+    }
+
+    /// A delivery succeeded. Returns true when the sink was not online before (the caller logs
+    /// its own `sink_online` with what it knows: broker, url, acknowledged sequence).
+    pub fn delivered(&mut self) -> bool {
+        let now = crate::spool::now_ms();
+        let m = &self.metrics.sink;
+        m.up.with_label_values(&[self.sink]).set(1);
+        m.last_success
+            .with_label_values(&[self.sink])
+            .set(now as f64 / 1000.0);
+        self.last_success_ms = Some(now);
+        self.set(Link::Online)
+    }
+
+    /// An attempt failed: counts it, and reports the change to offline or auth_failed once.
+    pub fn failed(&mut self, e: &SinkError) {
+        let m = &self.metrics.sink;
+        m.up.with_label_values(&[self.sink]).set(0);
+        m.errors.with_label_values(&[self.sink, e.kind()]).inc();
+        self.last_error = e.to_string();
+        let link = match e {
+            SinkError::Auth { .. } => Link::AuthFailed,
+            _ => Link::Offline,
+        };
+        if self.set(link) {
+            match link {
+                Link::AuthFailed => {
+                    tracing::error!(sink = self.sink, error = %e, "sink_auth_failed")
+                }
+                _ => tracing::warn!(sink = self.sink, error = %e, "sink_offline"),
+            }
+        }
+    }
+
+    /// The current link state (None before the first attempt).
+    pub fn link(&self) -> Option<Link> {
+        self.link
+    }
+
+    fn set(&mut self, link: Link) -> bool {
+        if self.link == Some(link) {
+            return false;
+        }
+        self.link = Some(link);
+        self.since_ms = crate::spool::now_ms();
+        self.metrics
+            .sink
+            .auth_failed
+            .with_label_values(&[self.sink])
+            .set(i64::from(link == Link::AuthFailed));
+        let doc = serde_json::json!({
+            "sink": self.sink,
+            "state": link.as_str(),
+            "since_ms": self.since_ms,
+            "last_error": self.last_error,
+            "last_success_ms": self.last_success_ms,
+        });
+        // Best effort: a full disk must not stop delivery; the metrics carry the same state.
+        let _ = std::fs::create_dir_all(self.file.parent().unwrap_or(std::path::Path::new(".")))
+            .and_then(|_| {
+                let tmp = self.file.with_extension("tmp");
+                std::fs::write(&tmp, doc.to_string())?;
+                std::fs::rename(&tmp, &self.file)
+            });
+        true
+    }
+}
+
+/// Reads the state files of every sink under a spool directory: (sink, state document).
+pub fn read_states(spool_dir: &std::path::Path) -> Vec<(String, serde_json::Value)> {
+    let mut out: Vec<(String, serde_json::Value)> = std::fs::read_dir(spool_dir.join("sinks"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_suffix(".json")?.to_string();
+            let v = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            Some((name, v))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// An HTTP status from a receiver, as a sink error: 401/403/407 refuse the credentials, the rest
+/// are plain status errors.
+pub fn status_error(sink: &'static str, status: u16, body: &[u8]) -> SinkError {
+    let message = String::from_utf8_lossy(&body[..body.len().min(300)])
+        .trim()
+        .to_string();
+    match status {
+        401 | 403 | 407 => SinkError::Auth {
+            sink,
+            message: format!("status {status}: {message}"),
+        },
+        _ => SinkError::Status {
+            sink,
+            status,
+            message,
+        },
     }
 }
 

@@ -22,12 +22,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rumqttc::{
-    AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, LastWill, MqttOptions, Outgoing,
+    Packet, QoS, TlsConfiguration, Transport,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{log_json, metrics_json, prometheus_with_timestamps, Backoff, SinkError};
+use super::{log_json, metrics_json, prometheus_with_timestamps, Backoff, SinkError, SinkHealth};
 use crate::config::{MqttFormat, MqttSinkConfig};
 use crate::metrics::Metrics;
 use crate::spool::segment::{Kind, Record};
@@ -165,19 +166,13 @@ impl MqttSink {
     /// Runs until `shutdown`: connect, replay, stream, reconnect with backoff.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
-        let mut online: Option<bool> = None;
+        let mut health = SinkHealth::new(NAME, self.metrics.clone(), self.spool.dir());
         loop {
             let started = Instant::now();
-            match self.session(&shutdown, &mut online).await {
+            match self.session(&shutdown, &mut health).await {
                 End::Shutdown => return,
                 End::Lost(e, connected) => {
-                    let m = &self.metrics.sink;
-                    m.up.with_label_values(&[NAME]).set(0);
-                    m.errors.with_label_values(&[NAME, e.kind()]).inc();
-                    if online != Some(false) {
-                        tracing::warn!(sink = NAME, error = %e, "sink_offline");
-                    }
-                    online = Some(false);
+                    health.failed(&e);
                     // A link that stayed up a while starts the backoff afresh.
                     if connected && started.elapsed() > Duration::from_secs(30) {
                         backoff.reset();
@@ -192,7 +187,7 @@ impl MqttSink {
         }
     }
 
-    async fn session(&self, shutdown: &CancellationToken, online: &mut Option<bool>) -> End {
+    async fn session(&self, shutdown: &CancellationToken, health: &mut SinkHealth) -> End {
         let cap = self.cfg.max_inflight as usize + 16;
         let (client, mut el) = AsyncClient::new(self.options(), cap);
         let lost = |message: String, connected| {
@@ -212,16 +207,24 @@ impl MqttSink {
                 ev = el.poll() => match ev {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => break,
                     Ok(_) => {}
+                    // CONNACK 4/5: the broker refuses the credentials, not the data; the
+                    // backlog stays and the connect is retried with backoff.
+                    Err(ConnectionError::ConnectionRefused(
+                        code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
+                    )) => {
+                        return End::Lost(
+                            SinkError::Auth { sink: NAME, message: format!("CONNACK {code:?}") },
+                            false,
+                        )
+                    }
                     Err(e) => return lost(e.to_string(), false),
                 }
             }
         }
         let m = &self.metrics.sink;
-        m.up.with_label_values(&[NAME]).set(1);
-        if *online != Some(true) {
+        if health.delivered() {
             tracing::info!(sink = NAME, broker = %format!("{}:{}", self.cfg.host, self.cfg.port), acked = self.spool.acked(NAME), "sink_online");
         }
-        *online = Some(true);
 
         // Packet ids are assigned in request order; `None` marks publishes that do not move the
         // cursor (birth message, live copies).

@@ -9,7 +9,7 @@
 //! Pushgateway stamps `push_time_seconds` for the group.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -30,6 +30,7 @@ pub struct PushgatewaySink {
     path: String,
     metrics: Arc<Metrics>,
     interval: Duration,
+    state_dir: std::path::PathBuf,
 }
 
 impl PushgatewaySink {
@@ -40,6 +41,7 @@ impl PushgatewaySink {
         site_plant_id: &str,
         metrics: Arc<Metrics>,
         interval: Duration,
+        state_dir: &std::path::Path,
     ) -> Self {
         let path = format!(
             "{}/metrics/job/{}/gateway_id/{gateway_id}/site/{site_plant_id}",
@@ -51,6 +53,7 @@ impl PushgatewaySink {
             path,
             metrics,
             interval,
+            state_dir: state_dir.to_path_buf(),
         }
     }
 
@@ -72,11 +75,7 @@ impl PushgatewaySink {
             })?;
         match httpc::send(&self.cfg.endpoint, req, self.cfg.timeout, 64 * 1024).await {
             Ok((status, _)) if (200..300).contains(&status) => Ok(()),
-            Ok((status, body)) => Err(SinkError::Status {
-                sink: NAME,
-                status,
-                message: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
-            }),
+            Ok((status, body)) => Err(super::status_error(NAME, status, &body)),
             Err(e) => Err(super::http_error(NAME, e)),
         }
     }
@@ -85,7 +84,7 @@ impl PushgatewaySink {
     pub async fn run(self, shutdown: CancellationToken) {
         let m = &self.metrics.sink;
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
-        let mut state: Option<bool> = None;
+        let mut health = super::SinkHealth::new(NAME, self.metrics.clone(), &self.state_dir);
         let mut next_at = Instant::now();
         loop {
             let last = tokio::select! {
@@ -95,26 +94,15 @@ impl PushgatewaySink {
             };
             match self.push().await {
                 Ok(()) => {
-                    m.up.with_label_values(&[NAME]).set(1);
                     m.sent.with_label_values(&[NAME]).inc();
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0.0, |d| d.as_secs_f64());
-                    m.last_success.with_label_values(&[NAME]).set(now);
-                    if state != Some(true) {
+                    if health.delivered() {
                         tracing::info!(sink = NAME, url = %self.cfg.endpoint.authority, "sink_online");
                     }
-                    state = Some(true);
                     backoff.reset();
                     next_at = Instant::now() + self.interval;
                 }
                 Err(e) => {
-                    m.up.with_label_values(&[NAME]).set(0);
-                    m.errors.with_label_values(&[NAME, e.kind()]).inc();
-                    if state != Some(false) {
-                        tracing::warn!(sink = NAME, error = %e, "sink_offline");
-                    }
-                    state = Some(false);
+                    health.failed(&e);
                     next_at = Instant::now() + backoff.next_delay().min(self.interval);
                 }
             }

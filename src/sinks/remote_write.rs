@@ -17,14 +17,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{parse_samples, Backoff, SinkError};
+use super::{parse_samples, Backoff, SinkError, SinkHealth};
 use crate::config::RemoteWriteSinkConfig;
 use crate::httpc;
 use crate::metrics::Metrics;
@@ -109,6 +109,14 @@ pub fn snapshots_to_series(snapshots: &[&Record], external: &[(String, String)])
 
 // ------------------------------------------------------------------------------------------
 
+/// Statuses by which a receiver refuses the data itself, for good: 400 (Prometheus "out of
+/// order"/"too old sample", a malformed series), 409 (a duplicate with another value), 413 (a
+/// batch larger than it takes), 422 (invalid samples). Everything else — 401/403 (credentials),
+/// 404/405 (a wrong path or a proxy), 429, 5xx — is retried with the backlog kept.
+fn refuses_data(status: u16) -> bool {
+    matches!(status, 400 | 409 | 413 | 422)
+}
+
 enum Outcome {
     Delivered,
     Rejected(u16, String),
@@ -165,17 +173,15 @@ impl RemoteWriteSink {
         };
         match httpc::send(&self.cfg.endpoint, req, self.cfg.timeout, 64 * 1024).await {
             Ok((s, _)) if (200..300).contains(&s) => Outcome::Delivered,
-            Ok((s, body)) if s == 429 || s >= 500 => Outcome::Retry(SinkError::Status {
-                sink: NAME,
-                status: s,
-                message: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
-            }),
-            Ok((s, body)) => Outcome::Rejected(
+            // Only a receiver refusing the data itself may cause a skip; auth, routing, rate
+            // limits and server trouble say nothing about the data and are retried.
+            Ok((s, body)) if refuses_data(s) => Outcome::Rejected(
                 s,
                 String::from_utf8_lossy(&body[..body.len().min(300)])
                     .trim()
                     .to_string(),
             ),
+            Ok((s, body)) => Outcome::Retry(super::status_error(NAME, s, &body)),
             Err(e) => Outcome::Retry(super::http_error(NAME, e)),
         }
     }
@@ -184,7 +190,7 @@ impl RemoteWriteSink {
     pub async fn run(self, shutdown: CancellationToken) {
         let m = &self.metrics.sink;
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
-        let mut online: Option<bool> = None;
+        let mut health = SinkHealth::new(NAME, self.metrics.clone(), self.spool.dir());
         let rate = self.cfg.backlog_records_per_sec as f64;
         let (mut tokens, mut last_refill) = (rate, Instant::now());
         let mut live_upto = 0u64;
@@ -276,15 +282,9 @@ impl RemoteWriteSink {
                     }
                     if !batch.is_empty() {
                         m.sent.with_label_values(&[NAME]).inc_by(batch.len() as u64);
-                        let ts = SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .map_or(0.0, |d| d.as_secs_f64());
-                        m.last_success.with_label_values(&[NAME]).set(ts);
-                        m.up.with_label_values(&[NAME]).set(1);
-                        if online != Some(true) {
+                        if health.delivered() {
                             tracing::info!(sink = NAME, url = %self.cfg.endpoint.authority, acked = last_seq, "sink_online");
                         }
-                        online = Some(true);
                     }
                     backoff.reset();
                 }
@@ -299,12 +299,7 @@ impl RemoteWriteSink {
                     }
                 }
                 Outcome::Retry(e) => {
-                    m.up.with_label_values(&[NAME]).set(0);
-                    m.errors.with_label_values(&[NAME, e.kind()]).inc();
-                    if online != Some(false) {
-                        tracing::warn!(sink = NAME, error = %e, "sink_offline");
-                    }
-                    online = Some(false);
+                    health.failed(&e);
                     let d = backoff.next_delay();
                     tokio::select! {
                         biased;

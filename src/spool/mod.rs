@@ -39,6 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use self::segment::{Decoded, Kind, Record};
 use crate::config::{Config, SpoolConfig};
+use crate::logging::Throttle;
 use crate::metrics::Metrics;
 
 /// Errors of the spool.
@@ -102,7 +103,54 @@ struct Inner {
     buf: Vec<u8>,
     /// Newest sequence number appended in this run, per kind (index `Kind as usize`).
     last_by_kind: [u64; 3],
+    /// Whether appends are being refused, and the reporting state of that.
+    disk: DiskState,
 }
+
+/// Why the spool refuses appends.
+#[derive(Debug, Clone)]
+enum DiskFault {
+    /// Free space under `spool.min_free_bytes`.
+    BelowFloor { free: u64, floor: u64 },
+    /// The file system refused a write (ENOSPC with no floor set, EIO, read-only remount).
+    WriteFailed(String),
+}
+
+impl DiskFault {
+    /// The `reason` label of `copilot_edge_spool_dropped_records_total`.
+    fn reason(&self) -> &'static str {
+        match self {
+            DiskFault::BelowFloor { .. } => "disk_floor",
+            DiskFault::WriteFailed(_) => "write_error",
+        }
+    }
+}
+
+impl std::fmt::Display for DiskFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiskFault::BelowFloor { free, floor } => write!(
+                f,
+                "free space {free} bytes is below spool.min_free_bytes {floor}"
+            ),
+            DiskFault::WriteFailed(e) => write!(f, "disk refused a write: {e}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DiskState {
+    fault: Option<DiskFault>,
+    since: Option<Instant>,
+    /// Records refused since the fault began.
+    dropped: u64,
+    throttle: Throttle,
+    /// For failures outside appends.
+    io_throttle: Throttle,
+}
+
+/// How often an ongoing disk fault is reported again.
+const DISK_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 impl Inner {
     /// The highest sequence number every sink has delivered (`u64::MAX` with no sinks).
@@ -126,6 +174,7 @@ pub struct Backlog {
 
 /// The spool. Cheap to share (`Arc`); all methods take `&self`.
 pub struct Spool {
+    dir: PathBuf,
     inner: Mutex<Inner>,
     metrics: Arc<Metrics>,
     /// Woken after every append, so sinks wait without polling.
@@ -145,10 +194,13 @@ fn fsync_dir(dir: &Path) -> Result<(), SpoolError> {
 /// Writes `contents` to `path` crash-safely: temp file, fsync, rename, fsync the directory.
 fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), SpoolError> {
     let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(contents).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
+    let written = File::create(&tmp)
+        .and_then(|mut f| f.write_all(contents).and_then(|_| f.sync_all()))
+        .map_err(io_err(&tmp));
+    if let Err(e) = written {
+        // A full disk: leave no half-written temp file behind.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
     std::fs::rename(&tmp, path).map_err(io_err(path))?;
     fsync_dir(path.parent().unwrap_or(Path::new(".")))
@@ -223,8 +275,8 @@ impl Spool {
         let dir = cfg.dir.clone();
         let segdir = dir.join("segments");
         let curdir = dir.join("cursors");
-        for d in [&segdir, &curdir] {
-            std::fs::create_dir_all(d).map_err(io_err(d))?;
+        for d in [&dir, &segdir, &curdir] {
+            crate::logging::create_private_dir(d, 0o700).map_err(io_err(d))?;
         }
         let mut cursors = BTreeMap::new();
         let mut max_cursor = 0;
@@ -282,6 +334,7 @@ impl Spool {
             None => None,
         };
         let spool = Arc::new(Spool {
+            dir: dir.clone(),
             inner: Mutex::new(Inner {
                 dir,
                 cfg: cfg.clone(),
@@ -294,6 +347,13 @@ impl Spool {
                 last_cursor_persist: Instant::now(),
                 buf: Vec::new(),
                 last_by_kind: [0; 3],
+                disk: DiskState {
+                    fault: None,
+                    since: None,
+                    dropped: 0,
+                    throttle: Throttle::new(DISK_REPORT_EVERY),
+                    io_throttle: Throttle::new(DISK_REPORT_EVERY),
+                },
             }),
             metrics,
             appended: tokio::sync::Notify::new(),
@@ -331,7 +391,10 @@ impl Spool {
     }
 
     /// Appends records of one kind, all with timestamp `ts_ms`. Returns the sequence numbers
-    /// given (empty if the records were dropped at the free-space floor).
+    /// given (empty if the records were dropped: below the free-space floor, or the disk
+    /// refused the write). A refused write leaves no partial record behind and is counted, not
+    /// returned as an error: a full disk is a state of the spool ([`Spool::disk_fault`]),
+    /// reported when it starts, once a minute while it lasts, and when it ends.
     pub fn append(
         &self,
         kind: Kind,
@@ -348,41 +411,148 @@ impl Spool {
             .sum();
         if let Some(free) = free_bytes(&g.dir) {
             if free < g.cfg.min_free_bytes.saturating_add(incoming) {
-                self.metrics
-                    .spool
-                    .dropped
-                    .with_label_values(&["disk_floor"])
-                    .inc_by(payloads.len() as u64);
-                tracing::warn!(
-                    free_bytes = free,
-                    floor = g.cfg.min_free_bytes,
-                    dropped = payloads.len(),
-                    "spool_disk_floor"
+                let floor = g.cfg.min_free_bytes;
+                self.refuse(
+                    &mut g,
+                    DiskFault::BelowFloor { free, floor },
+                    payloads.len() as u64,
                 );
                 return Ok(Vec::new());
             }
         }
+        match self.write_records(&mut g, kind, ts_ms, payloads, incoming) {
+            Ok(seqs) => {
+                if let Some(fault) = g.disk.fault.take() {
+                    self.metrics.spool.write_blocked.set(0);
+                    tracing::info!(
+                        fault = %fault,
+                        dropped = std::mem::take(&mut g.disk.dropped),
+                        lasted_secs = g.disk.since.map_or(0, |t| t.elapsed().as_secs()),
+                        "spool_disk_recovered"
+                    );
+                    g.disk.throttle.reset();
+                }
+                self.update_gauges(&g);
+                drop(g);
+                self.appended.notify_waiters();
+                Ok(seqs)
+            }
+            Err(e) => {
+                self.refuse(
+                    &mut g,
+                    DiskFault::WriteFailed(e.to_string()),
+                    payloads.len() as u64,
+                );
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Counts refused records and reports the fault: at once when it starts, then at most once
+    /// a minute with the count (the report is itself a log event that may be shipped to this
+    /// spool, so an unthrottled one would feed itself).
+    fn refuse(&self, g: &mut Inner, fault: DiskFault, n: u64) {
+        let reason = fault.reason();
+        self.metrics
+            .spool
+            .dropped
+            .with_label_values(&[reason])
+            .inc_by(n);
+        self.metrics.spool.write_blocked.set(1);
+        let starting = g.disk.fault.is_none();
+        if starting {
+            g.disk.since = Some(Instant::now());
+            g.disk.throttle.reset();
+        }
+        g.disk.dropped += n;
+        let report = g.disk.throttle.hit();
+        if let Some(suppressed) = report {
+            let (free, floor) = match &fault {
+                DiskFault::BelowFloor { free, floor } => (*free, *floor),
+                DiskFault::WriteFailed(_) => {
+                    (free_bytes(&g.dir).unwrap_or(0), g.cfg.min_free_bytes)
+                }
+            };
+            tracing::warn!(
+                fault = %fault,
+                free_bytes = free,
+                floor,
+                dropped = g.disk.dropped,
+                reports_suppressed = suppressed,
+                ongoing = !starting,
+                "spool_disk_floor"
+            );
+        }
+        g.disk.fault = Some(fault);
+    }
+
+    /// Why appends are being refused, if they are: re-checks the free space now, so a disk
+    /// that was freed reads as healthy before the next append proves it.
+    pub fn disk_fault(&self) -> Option<String> {
+        let g = self.lock();
+        match &g.disk.fault {
+            None => None,
+            Some(DiskFault::BelowFloor { floor, .. }) => match free_bytes(&g.dir) {
+                Some(free) if free >= *floor => None,
+                free => Some(
+                    DiskFault::BelowFloor {
+                        free: free.unwrap_or(0),
+                        floor: *floor,
+                    }
+                    .to_string(),
+                ),
+            },
+            Some(f) => Some(f.to_string()),
+        }
+    }
+
+    /// Encodes and writes the records with one `write(2)`; the segment's metadata changes only
+    /// once the write succeeded, and a failed write is cut back off the file.
+    fn write_records(
+        &self,
+        g: &mut Inner,
+        kind: Kind,
+        ts_ms: i64,
+        payloads: &[&[u8]],
+        incoming: u64,
+    ) -> Result<Vec<u64>, SpoolError> {
         let needs_new = match g.segments.last() {
             None => true,
             Some(s) => s.bytes + incoming > g.cfg.segment_bytes && s.records > 0,
         };
         if needs_new {
-            self.start_segment(&mut g)?;
+            self.start_segment(g)?;
         }
         while g.total_bytes + incoming > g.cfg.max_bytes && g.segments.len() > 1 {
-            self.drop_oldest(&mut g)?;
+            self.drop_oldest(g)?;
         }
         let mut buf = std::mem::take(&mut g.buf);
         buf.clear();
-        let mut seqs = Vec::with_capacity(payloads.len());
+        let first = g.next_seq;
         let seg_idx = g.segments.len() - 1;
         let base = g.segments[seg_idx].bytes;
-        for p in payloads {
-            let seq = g.next_seq;
-            g.next_seq += 1;
-            let s = &mut g.segments[seg_idx];
+        let mut offsets = Vec::with_capacity(payloads.len());
+        for (i, p) in payloads.iter().enumerate() {
+            offsets.push(base + buf.len() as u64);
+            segment::encode(first + i as u64, ts_ms, kind, p, &mut buf);
+        }
+        let path = g.segments[seg_idx].path.clone();
+        let f = g
+            .active
+            .as_mut()
+            .expect("an active segment exists after start_segment");
+        if let Err(e) = f.write_all(&buf) {
+            // Nothing of a refused write may stay: a torn record would read as damage.
+            let _ = f.set_len(base);
+            g.buf = buf;
+            return Err(SpoolError::Io { path, source: e });
+        }
+        let s = &mut g.segments[seg_idx];
+        let mut seqs = Vec::with_capacity(payloads.len());
+        for (i, off) in offsets.into_iter().enumerate() {
+            let seq = first + i as u64;
             if s.records % INDEX_EVERY == 0 {
-                s.index.push((seq, base + buf.len() as u64, ts_ms));
+                s.index.push((seq, off, ts_ms));
             }
             if s.records == 0 {
                 s.first_seq = seq;
@@ -390,16 +560,10 @@ impl Spool {
             }
             s.records += 1;
             s.last_seq = seq;
-            segment::encode(seq, ts_ms, kind, p, &mut buf);
             seqs.push(seq);
         }
-        let path = g.segments[seg_idx].path.clone();
-        let f = g
-            .active
-            .as_mut()
-            .expect("an active segment exists after start_segment");
-        f.write_all(&buf).map_err(io_err(&path))?;
-        g.segments[seg_idx].bytes += buf.len() as u64;
+        s.bytes += buf.len() as u64;
+        g.next_seq = first + payloads.len() as u64;
         g.total_bytes += buf.len() as u64;
         g.unsynced = true;
         g.buf = buf;
@@ -411,9 +575,6 @@ impl Spool {
             .appended
             .with_label_values(&[kind.as_str()])
             .inc_by(seqs.len() as u64);
-        self.update_gauges(&g);
-        drop(g);
-        self.appended.notify_waiters();
         Ok(seqs)
     }
 
@@ -535,11 +696,26 @@ impl Spool {
             c.acked = c.acked.max(seq);
         }
         if g.last_cursor_persist.elapsed() >= Duration::from_secs(1) {
-            self.persist_cursors(&mut g)?;
+            // A cursor that cannot be persisted only means re-delivery after a crash: keep it in
+            // memory, report (throttled), retry on the next ack.
+            if let Err(e) = self.persist_cursors(&mut g) {
+                g.last_cursor_persist = Instant::now();
+                self.io_problem(&mut g, &e);
+            }
         }
-        self.gc(&mut g)?;
+        if let Err(e) = self.gc(&mut g) {
+            self.io_problem(&mut g, &e);
+        }
         self.update_gauges(&g);
         Ok(())
+    }
+
+    /// Reports an I/O failure outside appends (cursor persistence, sync, garbage collection) at
+    /// most once a minute: on a full disk it would otherwise repeat every second.
+    fn io_problem(&self, g: &mut Inner, e: &SpoolError) {
+        if let Some(suppressed) = g.disk.io_throttle.hit() {
+            tracing::warn!(error = %e, reports_suppressed = suppressed, "spool_io_error");
+        }
     }
 
     /// The highest sequence number `sink` has delivered.
@@ -583,15 +759,22 @@ impl Spool {
     }
 
     /// fdatasync the active segment and persist cursors. Called every second and on shutdown.
+    /// Failures are reported (throttled) and retried on the next call, never returned: the
+    /// data stays in memory and on disk as far as the disk took it.
     pub fn flush(&self) -> Result<(), SpoolError> {
         let mut g = self.lock();
         if g.unsynced {
             if let (Some(f), Some(s)) = (&g.active, g.segments.last()) {
-                f.sync_data().map_err(io_err(&s.path))?;
+                if let Err(e) = f.sync_data().map_err(io_err(&s.path)) {
+                    self.io_problem(&mut g, &e);
+                    return Ok(());
+                }
             }
             g.unsynced = false;
         }
-        self.persist_cursors(&mut g)?;
+        if let Err(e) = self.persist_cursors(&mut g) {
+            self.io_problem(&mut g, &e);
+        }
         self.update_gauges(&g);
         Ok(())
     }
@@ -608,6 +791,11 @@ impl Spool {
                 oldest_pending_ts_ms: oldest_pending_ts(&g.segments, c.acked),
             })
             .collect()
+    }
+
+    /// The spool directory (sinks keep their state files under it).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Bytes on disk.
@@ -655,6 +843,24 @@ fn segment_files(segdir: &Path) -> Result<Vec<PathBuf>, SpoolError> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// `, link auth_failed for 42s (last error: …)` from a sink's state file, or nothing.
+fn link_state(states: &[(String, serde_json::Value)], sink: &str, now: i64) -> String {
+    let Some((_, v)) = states.iter().find(|(n, _)| n == sink) else {
+        return String::new();
+    };
+    let state = v["state"].as_str().unwrap_or("unknown");
+    let since = v["since_ms"]
+        .as_i64()
+        .map_or(0, |t| (now - t).max(0) / 1000);
+    let mut out = format!(", link {state} for {since}s");
+    if state != "online" {
+        if let Some(e) = v["last_error"].as_str().filter(|e| !e.is_empty()) {
+            out.push_str(&format!(" (last error: {e})"));
+        }
+    }
+    out
 }
 
 /// `copilot-edge spool status`: reads the spool directory without modifying anything, so it is
@@ -715,6 +921,8 @@ pub fn status_report(cfg: &Config) -> Result<String, SpoolError> {
             }
         }
     }
+    let states = crate::sinks::read_states(dir);
+    let sink_names = sinks.clone();
     for s in sinks {
         let acked: u64 = std::fs::read_to_string(curdir.join(format!("{s}.ack")))
             .ok()
@@ -725,9 +933,19 @@ pub fn status_report(cfg: &Config) -> Result<String, SpoolError> {
             format!("{:.0}s", (now - r.1).max(0) as f64 / 1000.0)
         });
         out.push_str(&format!(
-            "  sink {s}: delivered up to seq {acked}, backlog {} records, oldest {age}\n",
-            pending.len()
+            "  sink {s}: delivered up to seq {acked}, backlog {} records, oldest {age}{}\n",
+            pending.len(),
+            link_state(&states, &s, now)
         ));
+    }
+    // Sinks without a backlog (the Pushgateway) have a link state only.
+    for (name, _) in &states {
+        if !sink_names.iter().any(|s| s == name) {
+            out.push_str(&format!(
+                "  sink {name}:{}\n",
+                link_state(&states, name, now)
+            ));
+        }
     }
     Ok(out)
 }
@@ -861,6 +1079,43 @@ mod tests {
         );
         assert_eq!(kept.last().unwrap().seq, 2000);
         assert!(kept.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_refused_write_leaves_nothing_and_uses_no_sequence_number() {
+        let d = tmp();
+        let m = metrics();
+        let s = Spool::open(&cfg(&d, 1 << 20, 1 << 16), &["a"], m.clone()).unwrap();
+        assert_eq!(s.append(Kind::Log, 0, &[b"one"]).unwrap(), vec![1]);
+        // The disk refuses the next writes (ENOSPC from /dev/full), though statvfs says there
+        // is room: the records are dropped and counted, the fault is reported.
+        let real = s.lock().active.take();
+        s.lock().active = Some(OpenOptions::new().append(true).open("/dev/full").unwrap());
+        assert!(s
+            .append(Kind::Log, 0, &[b"two", b"three"])
+            .unwrap()
+            .is_empty());
+        assert_eq!(m.spool.dropped.with_label_values(&["write_error"]).get(), 2);
+        assert_eq!(m.spool.write_blocked.get(), 1);
+        assert!(s.disk_fault().unwrap().contains("refused a write"));
+        // The disk takes writes again: the next record follows the last one that was written.
+        s.lock().active = real;
+        assert_eq!(s.append(Kind::Log, 0, &[b"four"]).unwrap(), vec![2]);
+        assert_eq!(m.spool.write_blocked.get(), 0);
+        assert!(s.disk_fault().is_none());
+        let got: Vec<(u64, Vec<u8>)> = s
+            .read(0, 10, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.seq, r.payload))
+            .collect();
+        assert_eq!(got, vec![(1, b"one".to_vec()), (2, b"four".to_vec())]);
+        drop(s);
+        // Nothing torn on disk either.
+        let s = Spool::open(&cfg(&d, 1 << 20, 1 << 16), &["a"], m.clone()).unwrap();
+        assert_eq!(m.spool.corrupt.get(), 0);
+        assert_eq!(s.next_seq(), 3);
         std::fs::remove_dir_all(d).unwrap();
     }
 

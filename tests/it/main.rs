@@ -3,6 +3,7 @@
 mod alerts;
 mod api;
 mod common;
+mod faults;
 mod metrics;
 mod notify;
 mod remote_write;

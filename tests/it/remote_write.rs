@@ -23,7 +23,7 @@ fn rw_config(dir: &std::path::Path, port: u16) -> String {
 }
 
 /// Timestamps of every metrics snapshot in the spool directory.
-fn snapshot_times(dir: &std::path::Path) -> Vec<i64> {
+pub(crate) fn snapshot_times(dir: &std::path::Path) -> Vec<i64> {
     let mut files: Vec<_> = std::fs::read_dir(dir.join("state/spool/segments"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -74,7 +74,7 @@ fn raw_samples(
 
 /// Waits until the receiver holds a sample for every spooled snapshot, then checks that the
 /// backfilled timestamps are exactly the snapshots' (no gaps, nothing invented).
-fn assert_backfilled(prom: &crate::common::services::Service, times: &[i64]) {
+pub(crate) fn assert_backfilled(prom: &crate::common::services::Service, times: &[i64]) {
     let (first, last) = (times[0], *times.last().unwrap());
     let sel = "copilot_edge_build_info{gateway_id=\"gw-test\"}";
     let got = wait_for("backfill", Duration::from_secs(30), || {

@@ -75,6 +75,16 @@ pub fn config_with(dir: &Path, extra: &str) -> String {
     )
 }
 
+/// `copilot-edge serve --config CONFIG --listen 127.0.0.1:0`, run in `dir`.
+pub fn serve_command(config: &Path, dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(dir);
+    cmd
+}
+
 /// A running agent.
 pub struct Agent {
     pub child: Child,
@@ -93,11 +103,7 @@ impl Agent {
     pub fn start_env(dir: &Path, config_toml: &str, env: &[(&str, &str)]) -> Agent {
         let config = dir.join("copilot-edge.toml");
         std::fs::write(&config, config_toml).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--config"])
-            .arg(&config)
-            .args(["--listen", "127.0.0.1:0"])
-            .current_dir(dir);
+        let mut cmd = serve_command(&config, dir);
         cmd.env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("STATE_DIRECTORY")
@@ -263,4 +269,75 @@ pub fn run_cli(args: &[&str], cwd: &Path) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A small tmpfs mounted for a test (a real file system that really fills up), unmounted on
+/// drop. Needs root; `tests/run` also runs the tests in a private mount namespace, so a test
+/// killed before its drop leaves no mount behind.
+pub struct TmpFs {
+    pub dir: TempDir,
+}
+
+impl TmpFs {
+    pub fn mount(tag: &str, size: &str) -> TmpFs {
+        let dir = TempDir::new(tag);
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            st.success(),
+            "mount -t tmpfs failed (the fault tests need root)"
+        );
+        TmpFs { dir }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    /// Bytes free on it.
+    pub fn free(&self) -> u64 {
+        let c = std::ffi::CString::new(self.path().to_str().unwrap()).unwrap();
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        st.f_bavail as u64 * st.f_frsize as u64
+    }
+    /// Writes `name` until the file system is full (ENOSPC), or until it holds `max` bytes.
+    pub fn fill(&self, name: &str, max: u64) -> PathBuf {
+        use std::io::Write;
+        let p = self.path().join(name);
+        let mut f = std::fs::File::create(&p).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        let mut n = 0u64;
+        while n < max {
+            let take = chunk.len().min((max - n) as usize);
+            match f.write(&chunk[..take]) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k as u64,
+            }
+        }
+        p
+    }
+}
+
+impl Drop for TmpFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
