@@ -15,8 +15,6 @@ use crate::common::mqtt::{assert_complete_in_order, Collector};
 use crate::common::services::{mosquitto_on, mosquitto_with, prometheus_on};
 use crate::common::*;
 
-const PRESS: &str = "hydraulic press vibrates above 5 mm/s and leaks coolant near the primary line";
-
 /// A config on `dir` with an MQTT sink on `mqtt_port` (offline unless a broker is started
 /// there), 1 s snapshots, log shipping on (the default), and `extra` appended.
 fn sink_config(dir: &Path, mqtt_port: u16, extra: &str) -> String {
@@ -28,17 +26,6 @@ fn sink_config(dir: &Path, mqtt_port: u16, extra: &str) -> String {
 
 fn count_events(a: &Agent, name: &str) -> usize {
     a.events().iter().filter(|e| e["event"] == name).count()
-}
-
-/// Records appended to the spool so far (snapshots and log events).
-fn appended(a: &Agent) -> u64 {
-    ["kind=\"metrics\"", "kind=\"log\""]
-        .iter()
-        .map(|k| {
-            a.metric("copilot_edge_spool_appended_records_total", &[k])
-                .unwrap_or(0.0) as u64
-        })
-        .sum()
 }
 
 /// Every line of every log file in `dir` is one whole JSON object.

@@ -8,5 +8,6 @@ mod metrics;
 mod notify;
 mod remote_write;
 mod report;
+mod soak;
 mod spool;
 mod tls;

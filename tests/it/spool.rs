@@ -1,8 +1,6 @@
 //! Store and forward with real Mosquitto and Pushgateway processes: outages, crashes (SIGKILL),
 //! on-disk corruption, the disk bound and a flapping broker.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use copilot_edge::spool::segment;
@@ -11,80 +9,11 @@ use crate::common::mqtt::{assert_complete_in_order, Collector};
 use crate::common::services::{mosquitto_on, pushgateway_on};
 use crate::common::*;
 
-const PRESS: &str = "hydraulic press vibrates above 5 mm/s and leaks coolant near the primary line";
-
 fn mqtt_config(dir: &std::path::Path, port: u16, extra: &str) -> String {
     config_with(
         dir,
         &format!("[metrics]\nsnapshot_interval_secs = 1\n\n[sinks.mqtt]\nenabled = true\nport = {port}\nbacklog_records_per_sec = 100000\n\n{extra}"),
     )
-}
-
-/// Sends diagnose requests until stopped; counts the 200s.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Traffic {
-    fn start(addr: std::net::SocketAddr, tag: &'static str) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let (s2, o2) = (stop.clone(), ok.clone());
-        let handle = std::thread::spawn(move || {
-            let mut i = 0;
-            while !s2.load(Ordering::Relaxed) {
-                i += 1;
-                let body = serde_json::json!({"plant_id": "plant-7", "equipment_id": "press-12", "problem_description": PRESS}).to_string();
-                let trace = format!("{tag}-{i}");
-                let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-                    break;
-                };
-                use std::io::Write;
-                let req = format!(
-                    "POST /v1/diagnose HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nX-Request-Trace-ID: {trace}\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                if s.write_all(req.as_bytes()).is_err() {
-                    break;
-                }
-                let r = crate::common::http::read_response(&mut s);
-                if r.status == 200 {
-                    o2.fetch_add(1, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        Traffic {
-            stop,
-            ok,
-            handle: Some(handle),
-        }
-    }
-
-    fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-        self.ok.load(Ordering::Relaxed)
-    }
-}
-
-fn appended(a: &Agent) -> u64 {
-    let text = a.get("/metrics").text();
-    ["metrics", "logs"]
-        .iter()
-        .map(|k| {
-            metric_in(
-                &text,
-                "copilot_edge_spool_appended_records_total",
-                &[&format!("kind=\"{k}\"")],
-            )
-            .unwrap_or(0.0) as u64
-        })
-        .sum()
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,10 @@ pub fn sha256_hex(token: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// A question the sample knowledge base answers (two hydraulic-press SOPs).
+pub const PRESS: &str =
+    "hydraulic press vibrates above 5 mm/s and leaks coolant near the primary line";
 
 /// The token every test config accepts.
 pub const TOKEN: &str = "test-token-technician-42";
@@ -341,3 +346,72 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
+
+/// Sends diagnose requests until stopped; counts the 200s.
+pub struct Traffic {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    pub fn start(addr: std::net::SocketAddr, tag: &'static str) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let (s2, o2) = (stop.clone(), ok.clone());
+        let handle = std::thread::spawn(move || {
+            let mut i = 0;
+            while !s2.load(Ordering::Relaxed) {
+                i += 1;
+                let body = serde_json::json!({"plant_id": "plant-7", "equipment_id": "press-12", "problem_description": PRESS}).to_string();
+                let trace = format!("{tag}-{i}");
+                let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+                    break;
+                };
+                use std::io::Write;
+                let req = format!(
+                    "POST /v1/diagnose HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nX-Request-Trace-ID: {trace}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if s.write_all(req.as_bytes()).is_err() {
+                    break;
+                }
+                let r = self::http::read_response(&mut s);
+                if r.status == 200 {
+                    o2.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Traffic {
+            stop,
+            ok,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.ok.load(Ordering::Relaxed)
+    }
+}
+
+/// Records appended to the spool so far (snapshots and log events).
+pub fn appended(a: &Agent) -> u64 {
+    let text = a.get("/metrics").text();
+    ["metrics", "logs"]
+        .iter()
+        .map(|k| {
+            metric_in(
+                &text,
+                "copilot_edge_spool_appended_records_total",
+                &[&format!("kind=\"{k}\"")],
+            )
+            .unwrap_or(0.0) as u64
+        })
+        .sum()
+}
+
