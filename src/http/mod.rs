@@ -11,6 +11,7 @@ pub mod routes;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -191,12 +192,15 @@ fn reject_over_limit(stream: &tokio::net::TcpStream, state: &AppState, peer: Soc
 /// A connection hyper ended with an error before or instead of a handler: malformed request
 /// line or headers, headers too large, header read timeout (slow clients), a request cut off.
 /// Client aborts and resets are not counted (they are not the client sending garbage).
-fn protocol_error(state: &AppState, peer: SocketAddr, e: &hyper::Error) {
+///
+/// hyper's header read timer also runs while a kept-alive connection waits idle for its next
+/// request, so a timeout after at least one served request is an idle close, not a slow client.
+fn protocol_error(state: &AppState, peer: SocketAddr, e: &hyper::Error, served: u64) {
     let idx = if e.is_parse_too_large() {
         2
     } else if e.is_parse() || e.is_parse_status() || e.is_parse_version_h2() {
         1
-    } else if e.is_timeout() {
+    } else if e.is_timeout() && served == 0 {
         3
     } else if e.is_incomplete_message() {
         4
@@ -271,15 +275,18 @@ pub async fn serve(
         let Some(permit) = slot.take() else { continue };
         let _ = stream.set_nodelay(true);
         let st = state.clone();
+        let served = Arc::new(AtomicU64::new(0));
+        let served_in_svc = served.clone();
         let svc = service_fn(move |req| {
             let st = st.clone();
+            served_in_svc.fetch_add(1, Ordering::Relaxed);
             async move { Ok::<_, Infallible>(routes::handle(st, req).await) }
         });
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
         let st = state.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                protocol_error(&st, peer, &e);
+                protocol_error(&st, peer, &e, served.load(Ordering::Relaxed));
             }
             drop(permit);
             drop(client_slot);

@@ -820,3 +820,28 @@ fn created_files_are_private_whatever_the_umask() {
     assert_eq!(mode(&d2.path().join("state/spool")), 0o700);
     drop(b);
 }
+
+#[test]
+fn idle_keep_alive_is_not_a_slow_client() {
+    let dir = TempDir::new("idle");
+    let a = Agent::start(
+        dir.path(),
+        &config_with(dir.path(), "[server]\nheader_read_timeout_secs = 1\n"),
+    );
+    // A kept-alive connection that served a request, then idles past the header timeout.
+    let mut idle = TcpStream::connect(a.addr).unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    assert!(idle.read(&mut buf).unwrap() > 0);
+    // A connection that never sends a request line.
+    let _silent = TcpStream::connect(a.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let timeouts = a
+        .metric(
+            "copilot_edge_http_rejected_total",
+            &["reason=\"header_timeout\""],
+        )
+        .unwrap_or(0.0);
+    assert_eq!(timeouts, 1.0, "only the silent connection is a slow client");
+}

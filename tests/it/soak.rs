@@ -35,7 +35,9 @@ fn sample(pid: u32, t0: Instant) -> Sample {
     Sample {
         at_s: t0.elapsed().as_secs(),
         rss_kib: field("VmRSS:"),
-        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count(),
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count(),
         threads: field("Threads:"),
         cpu_s: cpu_seconds(pid),
     }
@@ -88,7 +90,10 @@ fn soak() {
     let received: Arc<Mutex<Vec<Message>>> = Arc::default();
     let mut sub = Some(Collector::start(port, "soak"));
     let traffic = Traffic::start(a.addr, "soak");
-    let (stop, bad) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let (stop, bad) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let side = {
         let (s, b, addr) = (stop.clone(), bad.clone(), a.addr);
         std::thread::spawn(move || side_traffic(addr, s, b))
@@ -116,7 +121,10 @@ fn soak() {
                 let got = c.messages.clone();
                 c.stop();
                 std::thread::sleep(Duration::from_millis(300));
-                received.lock().unwrap().extend(got.lock().unwrap().drain(..));
+                received
+                    .lock()
+                    .unwrap()
+                    .extend(got.lock().unwrap().drain(..));
             }
             if let Some(mut b) = broker.take() {
                 b.stop();
@@ -160,16 +168,20 @@ fn soak() {
     };
     let collector = sub.take().unwrap();
     let already: Vec<Message> = received.lock().unwrap().clone();
-    wait_for("every spooled record at the broker", Duration::from_secs(300), || {
-        let mut seqs: Vec<u64> = already
-            .iter()
-            .chain(collector.snapshot().iter())
-            .filter_map(Message::seq)
-            .collect();
-        seqs.sort_unstable();
-        seqs.dedup();
-        (seqs.len() as u64 >= upto).then_some(())
-    });
+    wait_for(
+        "every spooled record at the broker",
+        Duration::from_secs(300),
+        || {
+            let mut seqs: Vec<u64> = already
+                .iter()
+                .chain(collector.snapshot().iter())
+                .filter_map(Message::seq)
+                .collect();
+            seqs.sort_unstable();
+            seqs.dedup();
+            (seqs.len() as u64 >= upto).then_some(())
+        },
+    );
     let all: Vec<u64> = already
         .iter()
         .chain(collector.snapshot().iter())
@@ -184,8 +196,14 @@ fn soak() {
     };
     let duplicates = all.len() - unique;
     let metric = |name: &str, labels: &[&str]| a.metric(name, labels).unwrap_or(0.0);
-    let dropped_floor = metric("copilot_edge_spool_dropped_records_total", &["reason=\"disk_floor\""]);
-    let dropped_bound = metric("copilot_edge_spool_dropped_records_total", &["reason=\"max_bytes\""]);
+    let dropped_floor = metric(
+        "copilot_edge_spool_dropped_records_total",
+        &["reason=\"disk_floor\""],
+    );
+    let dropped_bound = metric(
+        "copilot_edge_spool_dropped_records_total",
+        &["reason=\"max_bytes\""],
+    );
     let dropped_queue = metric("copilot_edge_log_events_dropped_total", &[]);
     let last = sample(a.child.id(), t0);
     samples.push(last);
@@ -218,7 +236,10 @@ fn soak() {
     }
     println!("\n| figure | value |\n|---|---|");
     println!("| diagnose answered (200) | {diagnosed} |");
-    println!("| bad requests answered 4xx | {} |", bad.load(Ordering::Relaxed));
+    println!(
+        "| bad requests answered 4xx | {} |",
+        bad.load(Ordering::Relaxed)
+    );
     println!("| records spooled and delivered (seq 1..) | {max} |");
     println!("| duplicates delivered (acks lost at a broker stop) | {duplicates} |");
     println!("| records refused below the floor (counted, no seq) | {dropped_floor} |");
@@ -230,11 +251,22 @@ fn soak() {
         peak(mid, rss) as f64 / 1024.0,
         peak(tail, rss) as f64 / 1024.0
     );
-    println!("| peak fds middle / last | {} / {} |", peak(mid, fds), peak(tail, fds));
-    println!("| threads middle / last | {} / {} |", peak(mid, thr), peak(tail, thr));
+    println!(
+        "| peak fds middle / last | {} / {} |",
+        peak(mid, fds),
+        peak(tail, fds)
+    );
+    println!(
+        "| threads middle / last | {} / {} |",
+        peak(mid, thr),
+        peak(tail, thr)
+    );
 
     assert!(diagnosed > minutes * 60, "only {diagnosed} answers");
-    assert_eq!(dropped_bound, 0.0, "the size bound should not be reached in this run");
+    assert_eq!(
+        dropped_bound, 0.0,
+        "the size bound should not be reached in this run"
+    );
     assert!(max >= upto, "delivered up to {max}, spooled {upto}");
     // Duplicates only from acknowledgements lost when the broker stopped: at most one
     // in-flight window per stop.
@@ -252,7 +284,13 @@ fn soak() {
             peak(tail, rss) <= peak(mid, rss) + peak(mid, rss) / 10 + 2048,
             "memory still growing: {samples:?}"
         );
-        assert!(peak(tail, fds) <= peak(mid, fds) + 8, "fds growing: {samples:?}");
-        assert!(peak(tail, thr) <= peak(mid, thr) + 2, "threads growing: {samples:?}");
+        assert!(
+            peak(tail, fds) <= peak(mid, fds) + 8,
+            "fds growing: {samples:?}"
+        );
+        assert!(
+            peak(tail, thr) <= peak(mid, thr) + 2,
+            "threads growing: {samples:?}"
+        );
     }
 }

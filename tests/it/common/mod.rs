@@ -414,4 +414,3 @@ pub fn appended(a: &Agent) -> u64 {
         })
         .sum()
 }
-
