@@ -496,6 +496,20 @@ mod tests {
     }
 
     #[test]
+    fn credential_refusals_are_auth_errors() {
+        for s in [401, 403, 407] {
+            assert_eq!(status_error("pushgateway", s, b"no").kind(), "auth", "{s}");
+        }
+        for s in [400, 404, 429, 500, 503] {
+            assert_eq!(
+                status_error("pushgateway", s, b"no").kind(),
+                "status",
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
     fn backoff_is_capped_and_jittered() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let delays: Vec<Duration> = (0..12).map(|_| b.next_delay()).collect();

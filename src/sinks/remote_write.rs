@@ -314,6 +314,16 @@ impl RemoteWriteSink {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_a_refusal_of_the_data_skips() {
+        for s in [400, 409, 413, 422] {
+            assert!(refuses_data(s), "{s}");
+        }
+        for s in [401, 403, 404, 405, 407, 429, 500, 502, 503] {
+            assert!(!refuses_data(s), "{s}");
+        }
+    }
+
     use super::*;
 
     #[test]
