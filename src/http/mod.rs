@@ -93,9 +93,10 @@ struct ClientSlots {
     open: Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>,
 }
 
-/// One connection's place in [`ClientSlots`]; freed on drop.
+/// One connection's place in [`ClientSlots`]; freed on drop. `ip` is None when there is no
+/// per-client bound.
 struct ClientSlot {
-    ip: IpAddr,
+    ip: Option<IpAddr>,
     open: Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>,
 }
 
@@ -108,9 +109,12 @@ impl ClientSlots {
     }
 
     /// A slot for a connection from `ip`, or None when that address is at its bound.
-    fn enter(&self, ip: IpAddr) -> Option<Option<ClientSlot>> {
+    fn enter(&self, ip: IpAddr) -> Option<ClientSlot> {
         if self.max == 0 {
-            return Some(None);
+            return Some(ClientSlot {
+                ip: None,
+                open: self.open.clone(),
+            });
         }
         // IPv4 clients on a dual-stack socket arrive as ::ffff:a.b.c.d.
         let ip = ip.to_canonical();
@@ -120,54 +124,73 @@ impl ClientSlots {
             return None;
         }
         *n += 1;
-        Some(Some(ClientSlot {
-            ip,
+        Some(ClientSlot {
+            ip: Some(ip),
             open: self.open.clone(),
-        }))
+        })
     }
 }
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
+        let Some(ip) = self.ip else { return };
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
+        if let Some(n) = open.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
-                open.remove(&self.ip);
+                open.remove(&ip);
             }
+        }
+    }
+}
+
+/// Why the HTTP layer refused a client before any handler ran: the `reason` label of
+/// `copilot_edge_http_rejected_total`.
+#[derive(Debug, Clone, Copy)]
+enum Rejection {
+    /// Over `server.max_connections_per_client`.
+    PerClientLimit,
+    /// A malformed request line or header.
+    Parse,
+    /// Too many or too large headers.
+    TooLarge,
+    /// Headers not sent within `server.header_read_timeout_secs`.
+    HeaderTimeout,
+    /// The client went away in the middle of a request.
+    Incomplete,
+    /// Anything else hyper blames on the request.
+    Other,
+}
+
+impl Rejection {
+    const COUNT: usize = 6;
+    fn as_str(self) -> &'static str {
+        match self {
+            Rejection::PerClientLimit => "per_client_limit",
+            Rejection::Parse => "parse",
+            Rejection::TooLarge => "too_large",
+            Rejection::HeaderTimeout => "header_timeout",
+            Rejection::Incomplete => "incomplete",
+            Rejection::Other => "other",
         }
     }
 }
 
 /// Warnings about misbehaving clients, at most one per reason every 10 s (with a count), so a
 /// flood of garbage cannot turn into a flood of log lines.
-static CLIENT_WARNINGS: std::sync::Mutex<[Throttle; 6]> = std::sync::Mutex::new([
-    Throttle::new(CLIENT_WARNING_EVERY),
-    Throttle::new(CLIENT_WARNING_EVERY),
-    Throttle::new(CLIENT_WARNING_EVERY),
-    Throttle::new(CLIENT_WARNING_EVERY),
-    Throttle::new(CLIENT_WARNING_EVERY),
-    Throttle::new(CLIENT_WARNING_EVERY),
-]);
+static CLIENT_WARNINGS: std::sync::Mutex<[Throttle; Rejection::COUNT]> =
+    std::sync::Mutex::new([const { Throttle::new(CLIENT_WARNING_EVERY) }; Rejection::COUNT]);
 const CLIENT_WARNING_EVERY: Duration = Duration::from_secs(10);
-const REJECT_REASONS: [&str; 6] = [
-    "per_client_limit",
-    "parse",
-    "too_large",
-    "header_timeout",
-    "incomplete",
-    "other",
-];
 
 /// Counts a rejection in `copilot_edge_http_rejected_total{reason}` and logs it, throttled.
-fn count_rejection(state: &AppState, peer: SocketAddr, reason_idx: usize, detail: &str) {
-    let reason = REJECT_REASONS[reason_idx];
+fn count_rejection(state: &AppState, peer: SocketAddr, why: Rejection, detail: &str) {
+    let reason = why.as_str();
     state
         .metrics
         .http_rejected
         .with_label_values(&[reason])
         .inc();
-    let report = CLIENT_WARNINGS.lock().unwrap_or_else(|e| e.into_inner())[reason_idx].hit();
+    let report = CLIENT_WARNINGS.lock().unwrap_or_else(|e| e.into_inner())[why as usize].hit();
     if let Some(suppressed) = report {
         tracing::warn!(peer = %peer.ip(), reason, error = detail, similar_suppressed = suppressed, "http_rejected");
     }
@@ -186,7 +209,12 @@ fn reject_over_limit(stream: &tokio::net::TcpStream, state: &AppState, peer: Soc
         body.len()
     );
     let _ = stream.try_write(resp.as_bytes());
-    count_rejection(state, peer, 0, "connection limit per client reached");
+    count_rejection(
+        state,
+        peer,
+        Rejection::PerClientLimit,
+        "connection limit per client reached",
+    );
 }
 
 /// A connection hyper ended with an error before or instead of a handler: malformed request
@@ -196,20 +224,20 @@ fn reject_over_limit(stream: &tokio::net::TcpStream, state: &AppState, peer: Soc
 /// hyper's header read timer also runs while a kept-alive connection waits idle for its next
 /// request, so a timeout after at least one served request is an idle close, not a slow client.
 fn protocol_error(state: &AppState, peer: SocketAddr, e: &hyper::Error, served: u64) {
-    let idx = if e.is_parse_too_large() {
-        2
+    let why = if e.is_parse_too_large() {
+        Rejection::TooLarge
     } else if e.is_parse() || e.is_parse_status() || e.is_parse_version_h2() {
-        1
+        Rejection::Parse
     } else if e.is_timeout() && served == 0 {
-        3
+        Rejection::HeaderTimeout
     } else if e.is_incomplete_message() {
-        4
+        Rejection::Incomplete
     } else if e.is_user() {
-        5
+        Rejection::Other
     } else {
         return;
     };
-    count_rejection(state, peer, idx, &e.to_string());
+    count_rejection(state, peer, why, &e.to_string());
 }
 
 /// Errors of the server loop.
