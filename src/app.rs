@@ -54,13 +54,8 @@ pub fn preflight(cfg: &Config) -> Result<(), ConfigError> {
             });
         }
     }
-    if let Some(dir) = &cfg.paths.knowledge_dir {
-        if let Err(e) = diagnose::kb::load_dir(dir) {
-            problems.push(Problem {
-                key: "paths.knowledge_dir".into(),
-                message: format!("{}: {e}", dir.display()),
-            });
-        }
+    if let Err(p) = load_knowledge(cfg) {
+        problems.extend(p);
     }
     if problems.is_empty() {
         Ok(())
@@ -69,6 +64,167 @@ pub fn preflight(cfg: &Config) -> Result<(), ConfigError> {
             path: cfg.source.clone(),
             problems,
         })
+    }
+}
+
+/// Loads what the diagnose engine is built from: the knowledge base (`paths.knowledge_dir` or the
+/// embedded sample), the lexicon (embedded, plus `paths.lexicon_dir`) and the asset register
+/// (`paths.assets`; the embedded sample only with the embedded knowledge base). Every problem
+/// names its key. Used at start, by `check-config` and on reload.
+pub fn load_knowledge(cfg: &Config) -> Result<diagnose::Knowledge, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, message: String| {
+        problems.push(Problem {
+            key: key.into(),
+            message,
+        })
+    };
+    let docs = match &cfg.paths.knowledge_dir {
+        Some(dir) => diagnose::kb::load_dir(dir)
+            .map_err(|e| problem("paths.knowledge_dir", format!("{}: {e}", dir.display())))
+            .ok(),
+        None => diagnose::embedded_documents()
+            .map_err(|e| problem("paths.knowledge_dir", format!("embedded: {e}")))
+            .ok(),
+    };
+    let lexicon = match &cfg.paths.lexicon_dir {
+        Some(dir) => diagnose::lexicon::Lexicon::load_with_dir(dir)
+            .map_err(|e| problem("paths.lexicon_dir", e.to_string()))
+            .ok(),
+        None => Some(diagnose::lexicon::Lexicon::embedded()),
+    };
+    let assets = match (&cfg.paths.assets, &cfg.paths.knowledge_dir) {
+        (Some(path), _) => diagnose::assets::AssetRegister::load(path)
+            .map_err(|e| problem("paths.assets", e.to_string()))
+            .ok(),
+        (None, None) => Some(diagnose::assets::AssetRegister::embedded()),
+        (None, Some(_)) => Some(diagnose::assets::AssetRegister::default()),
+    };
+    match (docs, lexicon, assets) {
+        (Some(docs), Some(lexicon), Some(assets)) if problems.is_empty() => {
+            Ok(diagnose::Knowledge {
+                docs,
+                lexicon,
+                assets,
+            })
+        }
+        _ => Err(problems),
+    }
+}
+
+fn engine_settings(cfg: &Config) -> EngineSettings {
+    EngineSettings {
+        min_relevance: cfg.engine.min_relevance,
+        max_documents: cfg.engine.max_documents.get(),
+        max_steps: cfg.engine.max_steps.get(),
+    }
+}
+
+fn problems_text(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}: {}", p.key, p.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn log_engine(engine: &DiagnoseEngine, cfg: &Config, event: &'static str) {
+    info!(
+        documents = engine.len(),
+        source = %cfg.paths.knowledge_dir.as_ref().map_or("embedded".to_string(), |p| p.display().to_string()),
+        languages = %engine.lexicon().languages.iter().map(|l| l.code.as_str()).collect::<Vec<_>>().join(","),
+        lexicon_terms = engine.lexicon().terms_len(),
+        assets = engine.assets().len(),
+        "{event}"
+    );
+}
+
+/// `copilot-edge eval FILE`: answer quality of the configured engine on a labelled file.
+pub fn eval(cfg: &Config, args: &crate::cli::EvalArgs) -> anyhow::Result<String> {
+    use crate::diagnose::eval;
+    if !["dev", "heldout", "all"].contains(&args.split.as_str()) {
+        anyhow::bail!("--split must be dev, heldout or all");
+    }
+    let knowledge = load_knowledge(cfg)
+        .map_err(|p| anyhow::anyhow!("knowledge base: {}", problems_text(&p)))?;
+    let engine = DiagnoseEngine::build(knowledge, engine_settings(cfg));
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let cases = eval::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    let outcomes = eval::run(&engine, &cases);
+    let t = args.threshold.unwrap_or(cfg.engine.min_relevance);
+    let one = [args.split.as_str()];
+    let splits: &[&str] = if args.split == "all" {
+        &["dev", "heldout", "all"]
+    } else {
+        &one
+    };
+    let mut out = String::new();
+    for split in splits {
+        out.push_str(&eval::subset_table(&outcomes, split, t));
+        out.push('\n');
+        if args.sweep {
+            out.push_str(&eval::sweep_table(&outcomes, split));
+            out.push('\n');
+        }
+    }
+    if args.misses {
+        out.push_str("misses (dev split):\n");
+        for m in eval::misses(&outcomes, "dev", t) {
+            out.push_str(&m);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// Re-reads the knowledge base, lexicon and asset register on SIGHUP (`systemctl reload`).
+/// A set that does not load keeps the engine in use and logs why; requests in flight keep the
+/// engine snapshot they started with.
+async fn run_reloads(cfg: Arc<Config>, state: Arc<AppState>, stop: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot install SIGHUP handler; reload needs a restart");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = hup.recv() => if r.is_none() { return },
+        }
+        let t0 = Instant::now();
+        let c = cfg.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            load_knowledge(&c).map(|k| DiagnoseEngine::build(k, engine_settings(&c)))
+        })
+        .await;
+        match built {
+            Ok(Ok(engine)) => {
+                log_engine(&engine, &cfg, "knowledge_base_reloaded");
+                state.engine.replace(engine);
+                state.metrics.kb_reloads.with_label_values(&["ok"]).inc();
+                info!(ms = t0.elapsed().as_millis() as u64, "reload_done");
+            }
+            Ok(Err(problems)) => {
+                state
+                    .metrics
+                    .kb_reloads
+                    .with_label_values(&["failed"])
+                    .inc();
+                tracing::warn!(error = %problems_text(&problems), "knowledge_base_reload_failed");
+            }
+            Err(e) => {
+                state
+                    .metrics
+                    .kb_reloads
+                    .with_label_values(&["failed"])
+                    .inc();
+                error!(error = %e, "knowledge_base_reload_failed");
+            }
+        }
     }
 }
 
@@ -113,20 +269,10 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
         tokens.push(entry);
     }
 
-    let docs = match &cfg.paths.knowledge_dir {
-        Some(dir) => diagnose::kb::load_dir(dir)
-            .with_context(|| format!("knowledge base {}", dir.display()))?,
-        None => diagnose::embedded_documents().context("embedded knowledge base")?,
-    };
-    let engine = DiagnoseEngine::new(
-        docs,
-        EngineSettings {
-            min_relevance: cfg.engine.min_relevance,
-            max_documents: cfg.engine.max_documents.get(),
-            max_steps: cfg.engine.max_steps.get(),
-        },
-    );
-    info!(documents = engine.len(), source = %cfg.paths.knowledge_dir.as_ref().map_or("embedded".to_string(), |p| p.display().to_string()), "knowledge_base_loaded");
+    let knowledge = load_knowledge(&cfg)
+        .map_err(|p| anyhow::anyhow!("knowledge base: {}", problems_text(&p)))?;
+    let engine = DiagnoseEngine::build(knowledge, engine_settings(&cfg));
+    log_engine(&engine, &cfg, "knowledge_base_loaded");
 
     let metrics = Arc::new(Metrics::new(
         &cfg.identity.gateway_id,
@@ -137,7 +283,7 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
     let telemetry = Telemetry::start(&cfg, metrics.clone())?;
     let state = Arc::new(AppState {
         server: cfg.server.clone(),
-        engine,
+        engine: diagnose::EngineCell::new(engine),
         auth: Authenticator::new(tokens),
         metrics: metrics.clone(),
         recent: RecentAnswers::new(cfg.engine.recent_answers.get(), cfg.engine.feedback_window),
@@ -221,6 +367,12 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
         );
         tracker.spawn(sink.run(sinks_shutdown.clone()));
     }
+    let cfg = Arc::new(cfg);
+    tracker.spawn(run_reloads(
+        cfg.clone(),
+        state.clone(),
+        shutdown.child_token(),
+    ));
     tracker.close();
 
     wait_for_signal().await;

@@ -40,6 +40,29 @@ pub enum Command {
         #[command(subcommand)]
         command: SpoolCommand,
     },
+    /// Measure answer quality on a labelled question file (tab-separated: split, subset,
+    /// expected SOP id or NONE, equipment_id, question) with the configured knowledge base,
+    /// lexicon and asset register: per-subset figures and a refusal-threshold sweep.
+    Eval(EvalArgs),
+}
+
+/// `eval` arguments.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// The labelled question file.
+    pub file: PathBuf,
+    /// Which split to report: dev, heldout or all.
+    #[arg(long, default_value = "all")]
+    pub split: String,
+    /// Refusal threshold to report at (default: the configured `engine.min_relevance`).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Also print the threshold sweep.
+    #[arg(long)]
+    pub sweep: bool,
+    /// Also list the misses of the `dev` split (never of `heldout`).
+    #[arg(long)]
+    pub misses: bool,
 }
 
 /// `spool` subcommands.

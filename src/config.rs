@@ -150,6 +150,11 @@ pub struct RawPaths {
     pub log_dir: String,
     /// A folder of SOP Markdown files; empty = the sample knowledge base embedded in the binary.
     pub knowledge_dir: String,
+    /// The asset register (`.csv` or `.toml`); empty = the embedded sample when the knowledge
+    /// base is the embedded one, else none.
+    pub assets: String,
+    /// A folder of extra lexicon files (`*.toml`) added to the embedded lexicon; empty = none.
+    pub lexicon_dir: String,
 }
 
 /// `[identity]`: who this gateway is, for fleet views.
@@ -211,6 +216,10 @@ impl Default for RawLabels {
     }
 }
 
+/// The default refusal threshold, chosen on the dev split of the labelled questions
+/// (`copilot-edge eval tests/fixtures/retrieval_eval.tsv --split dev --sweep`).
+pub const DEFAULT_MIN_RELEVANCE: f64 = 0.25;
+
 /// `[engine]`: the local retrieval engine.
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -230,7 +239,7 @@ pub struct RawEngine {
 impl Default for RawEngine {
     fn default() -> Self {
         RawEngine {
-            min_relevance: 0.25,
+            min_relevance: DEFAULT_MIN_RELEVANCE,
             max_documents: 2,
             max_steps: 10,
             recent_answers: 10_000,
@@ -247,6 +256,9 @@ pub struct RawLlm {
     /// Empty = no upstream; the local engine writes every report.
     pub url: String,
     pub model: String,
+    /// `gen_ai_provider_name` of the OpenTelemetry GenAI metrics (`openai` for any
+    /// OpenAI-compatible server unless you name it).
+    pub provider: String,
     pub api_key: String,
     pub api_key_file: String,
     pub timeout_ms: u64,
@@ -267,6 +279,7 @@ impl Default for RawLlm {
         RawLlm {
             url: String::new(),
             model: "local-model".into(),
+            provider: "openai".into(),
             api_key: String::new(),
             api_key_file: String::new(),
             timeout_ms: 3000,
@@ -537,6 +550,8 @@ pub struct PathsConfig {
     pub state_dir: PathBuf,
     pub log_dir: PathBuf,
     pub knowledge_dir: Option<PathBuf>,
+    pub assets: Option<PathBuf>,
+    pub lexicon_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -594,6 +609,8 @@ pub struct LlmConfig {
     /// Request path, e.g. `/v1/chat/completions`.
     pub path: String,
     pub model: String,
+    /// `gen_ai_provider_name` label value.
+    pub provider: String,
     pub api_key: Option<Secret>,
     pub timeout: Duration,
     pub max_tokens: u32,
@@ -1125,6 +1142,27 @@ impl RawConfig {
                 );
             }
         }
+        let lexicon_dir =
+            (!self.paths.lexicon_dir.is_empty()).then(|| PathBuf::from(&self.paths.lexicon_dir));
+        if let Some(k) = &lexicon_dir {
+            if !k.is_dir() {
+                c.fail(
+                    "paths.lexicon_dir",
+                    format!("{} is not a directory", k.display()),
+                );
+            }
+        }
+        let assets = (!self.paths.assets.is_empty()).then(|| PathBuf::from(&self.paths.assets));
+        if let Some(a) = &assets {
+            if !a.is_file() {
+                c.fail("paths.assets", format!("{} is not a file", a.display()));
+            } else if !a.extension().is_some_and(|e| e == "csv" || e == "toml") {
+                c.fail(
+                    "paths.assets",
+                    format!("{} must be a .csv or .toml file", a.display()),
+                );
+            }
+        }
 
         let id = &self.identity;
         for (key, v) in [
@@ -1245,6 +1283,12 @@ impl RawConfig {
             &lm.api_key_file,
             env.credential("llm-api-key"),
         );
+        if !is_valid_id(&lm.provider) {
+            c.fail("llm.provider", "must be 1-64 characters of [A-Za-z0-9-_.:]");
+        }
+        if lm.model.is_empty() || lm.model.len() > 128 || lm.model.chars().any(char::is_control) {
+            c.fail("llm.model", "must be 1-128 printable characters");
+        }
         let llm = if lm.url.is_empty() {
             None
         } else {
@@ -1257,6 +1301,7 @@ impl RawConfig {
                 endpoint,
                 path: format!("{base}/v1/chat/completions"),
                 model: lm.model.clone(),
+                provider: lm.provider.clone(),
                 api_key,
                 timeout,
                 max_tokens,
@@ -1522,6 +1567,8 @@ impl RawConfig {
                 state_dir,
                 log_dir,
                 knowledge_dir,
+                assets,
+                lexicon_dir,
             },
             identity: IdentityConfig {
                 gateway_id: id.gateway_id.clone(),

@@ -106,6 +106,11 @@ impl LlmClient {
         &self.cfg.model
     }
 
+    /// The provider name for the GenAI metrics (`[llm] provider`).
+    pub fn provider(&self) -> &str {
+        &self.cfg.provider
+    }
+
     /// Asks the upstream for a report; the whole exchange is bounded by the configured timeout.
     pub async fn write_report(
         &self,

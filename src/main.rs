@@ -81,6 +81,25 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Eval(args) => {
+            let cfg = match config::load(config_path.as_deref(), &env) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            match app::eval(&cfg, &args) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("eval: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve => {
             let mut cfg = match config::load(config_path.as_deref(), &env) {
                 Ok(c) => c,

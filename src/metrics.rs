@@ -202,6 +202,30 @@ pub struct SinkMetrics {
     pub auth_failed: IntGaugeVec,
 }
 
+/// Bucket boundaries the GenAI semantic conventions advise for `gen_ai.client.token.usage`.
+pub const GENAI_TOKEN_BUCKETS: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+
+/// Bucket boundaries the GenAI semantic conventions advise for
+/// `gen_ai.client.operation.duration` (seconds).
+pub const GENAI_DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+/// GenAI operation names and the local engine's provider/model values.
+pub mod genai {
+    /// An LLM chat-completions call.
+    pub const CHAT: &str = "chat";
+    /// The local engine answering a question (an agent invocation in GenAI terms).
+    pub const INVOKE_AGENT: &str = "invoke_agent";
+    /// Provider name of the local engine.
+    pub const LOCAL_PROVIDER: &str = "copilot_edge";
+    /// Model name of the local engine.
+    pub const LOCAL_MODEL: &str = "bm25-local";
+}
+
 /// The whole metric set.
 pub struct Metrics {
     registry: Reg,
@@ -231,6 +255,19 @@ pub struct Metrics {
     pub log_file_lines_dropped: IntCounter,
     /// Connections and requests the HTTP layer refused before a handler ran, by reason.
     pub http_rejected: IntCounterVec,
+    /// OpenTelemetry GenAI client metrics (semantic conventions, Prometheus form): tokens per
+    /// operation by `gen_ai_token_type`, only where the model reported them.
+    pub genai_tokens: HistogramVec,
+    /// OpenTelemetry GenAI client operation duration, for LLM calls and the local engine.
+    pub genai_duration: HistogramVec,
+    /// Knowledge base reloads (SIGHUP) by result (ok, failed).
+    pub kb_reloads: IntCounterVec,
+    /// Answers that cite nothing, by reason (no_matching_sop, out_of_scope,
+    /// no_sop_for_equipment_class).
+    pub refusals: IntCounterVec,
+    /// Questions by the language they were understood in (the lexicon's codes: bounded by the
+    /// lexicon files, never by request input).
+    pub languages: IntCounterVec,
     pub spool: SpoolMetrics,
     pub sink: SinkMetrics,
     hallucination_window: Windows,
@@ -453,6 +490,56 @@ impl Metrics {
                 "copilot_edge_http_rejected_total",
                 "Connections or requests refused by the HTTP layer before a handler ran (per_client_limit, parse, too_large, header_timeout, incomplete, other).",
                 &["reason"],
+            )?,
+            genai_tokens: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "gen_ai_client_token_usage",
+                        "OpenTelemetry gen_ai.client.token.usage: tokens used per GenAI operation, as reported by the model.",
+                    )
+                    .buckets(GENAI_TOKEN_BUCKETS.to_vec()),
+                    &[
+                        "gen_ai_operation_name",
+                        "gen_ai_provider_name",
+                        "gen_ai_request_model",
+                        "gen_ai_token_type",
+                    ],
+                )?,
+            )?,
+            genai_duration: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "gen_ai_client_operation_duration_seconds",
+                        "OpenTelemetry gen_ai.client.operation.duration: GenAI operation duration (LLM chat calls and the local engine).",
+                    )
+                    .buckets(GENAI_DURATION_BUCKETS.to_vec()),
+                    &[
+                        "gen_ai_operation_name",
+                        "gen_ai_provider_name",
+                        "gen_ai_request_model",
+                        "error_type",
+                    ],
+                )?,
+            )?,
+            kb_reloads: counter_vec(
+                &r,
+                "copilot_edge_knowledge_reloads_total",
+                "Reloads of the knowledge base, lexicon and asset register (SIGHUP), by result.",
+                &["result"],
+            )?,
+            refusals: counter_vec(
+                &r,
+                "copilot_edge_diagnose_refusals_total",
+                "Diagnose answers citing no SOP, by reason (no_matching_sop, out_of_scope, no_sop_for_equipment_class).",
+                &["reason"],
+            )?,
+            languages: counter_vec(
+                &r,
+                "copilot_edge_diagnose_language_total",
+                "Diagnose questions by the language they were understood in.",
+                &["language"],
             )?,
             spool: SpoolMetrics {
                 bytes: reg(

@@ -1,9 +1,8 @@
 //! Ranked retrieval: a BM25 inverted index over the knowledge base, with field weights.
 //!
-//! Text is lower-cased, split on anything that is not a letter or digit, stripped of stop words
-//! and of tokens containing digits (measurements such as `5mm` say nothing about *which* SOP),
-//! and stemmed with the Snowball English stemmer, so "vibrates", "vibrating" and "vibration"
-//! meet. Header fields (title, equipment, symptoms, defects) count [`KEY_FIELD_WEIGHT`] times.
+//! Terms come from the caller's analyzer (the engine's English analysis: folded, stop words and
+//! measurements dropped, Snowball-stemmed, so "vibrates", "vibrating" and "vibration" meet).
+//! Header fields (title, equipment, symptoms, defects) count [`KEY_FIELD_WEIGHT`] times.
 //!
 //! Scores are turned into a **relevance** in 0..1 by dividing by the score an ideal document
 //! would reach (every query term present, saturated). Query words the knowledge base has never
@@ -16,9 +15,7 @@
 
 // Fx hashing: the keys are index terms and query words; lookups never insert, so there is
 // nothing for crafted input to degrade.
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
-
-use rust_stemmers::{Algorithm, Stemmer};
+use rustc_hash::FxHashMap as HashMap;
 
 use super::kb::Document;
 
@@ -26,61 +23,6 @@ const K1: f32 = 1.2;
 const B: f32 = 0.75;
 /// How much more a term in the title/equipment/symptoms/defects counts than one in the prose.
 pub const KEY_FIELD_WEIGHT: u32 = 3;
-
-const STOP_WORDS: &[&str] = &[
-    "a", "about", "above", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as",
-    "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by",
-    "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from",
-    "further", "get", "gets", "got", "had", "has", "have", "having", "he", "her", "here", "him",
-    "his", "how", "i", "if", "in", "into", "is", "it", "its", "just", "keep", "keeps", "me",
-    "more", "most", "my", "near", "no", "nor", "not", "now", "of", "off", "on", "once", "only",
-    "or", "other", "our", "out", "over", "own", "same", "she", "should", "show", "shows", "so",
-    "some", "still", "such", "than", "that", "the", "their", "them", "then", "there", "these",
-    "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we",
-    "were", "what", "when", "where", "which", "while", "who", "why", "will", "with", "would",
-    "you", "your", "since", "seems", "seem", "today", "started", "start", "starts", "please",
-    "help", "there's", "it's", "won't", "don't", "doesn't", "isn't",
-];
-
-/// Splits, filters and stems text into index terms.
-pub struct Analyzer {
-    stemmer: Stemmer,
-    stop: HashSet<&'static str>,
-}
-
-impl Default for Analyzer {
-    fn default() -> Self {
-        Analyzer {
-            stemmer: Stemmer::create(Algorithm::English),
-            stop: STOP_WORDS.iter().copied().collect(),
-        }
-    }
-}
-
-impl Analyzer {
-    /// Terms of `text`, in order (duplicates kept).
-    pub fn terms(&self, text: &str) -> Vec<String> {
-        let mut out = Vec::with_capacity(16);
-        let mut lower = String::with_capacity(48);
-        for raw in text.split(|c: char| !c.is_alphanumeric()) {
-            if raw.len() < 2 || raw.len() > 40 || raw.bytes().any(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            // One reused buffer for the lower-cased word; only the stem is allocated.
-            lower.clear();
-            if raw.is_ascii() {
-                lower.extend(raw.bytes().map(|b| b.to_ascii_lowercase() as char));
-            } else {
-                lower.extend(raw.chars().flat_map(char::to_lowercase));
-            }
-            if self.stop.contains(lower.as_str()) {
-                continue;
-            }
-            out.push(self.stemmer.stem(&lower).into_owned());
-        }
-        out
-    }
-}
 
 /// One document's share of a posting list.
 #[derive(Debug, Clone, Copy)]
@@ -98,15 +40,17 @@ pub struct Hit {
     /// Index into the document list the index was built from.
     pub doc: usize,
     pub score: f32,
-    /// Score divided by the ideal score for the query: 0..1.
+    /// Score divided by the ideal score for the query, capped at 1.
     pub relevance: f32,
     /// The document matched at least one query term in a header field.
     pub key_match: bool,
+    /// The document belongs to the asset's equipment class: ranked before every other document,
+    /// its score and relevance raised by the boost factor.
+    pub boosted: bool,
 }
 
 /// The BM25 index.
 pub struct Index {
-    analyzer: Analyzer,
     terms: HashMap<String, u32>,
     postings: Vec<Vec<Posting>>,
     idf: Vec<f32>,
@@ -117,9 +61,8 @@ pub struct Index {
 }
 
 impl Index {
-    /// Builds the index over `docs`.
-    pub fn build(docs: &[Document]) -> Index {
-        let analyzer = Analyzer::default();
+    /// Builds the index over `docs`, with `analyze` turning text into index terms.
+    pub fn build(docs: &[Document], analyze: impl Fn(&str) -> Vec<String>) -> Index {
         let mut terms: HashMap<String, u32> = HashMap::default();
         let mut postings: Vec<Vec<Posting>> = Vec::new();
         let mut doc_len = Vec::with_capacity(docs.len());
@@ -138,7 +81,7 @@ impl Index {
                 (key_text.as_str(), KEY_FIELD_WEIGHT, true),
                 (body_text.as_str(), 1, false),
             ] {
-                for t in analyzer.terms(text) {
+                for t in analyze(text) {
                     let next = terms.len() as u32;
                     let id = *terms.entry(t).or_insert(next);
                     if id as usize == postings.len() {
@@ -171,7 +114,6 @@ impl Index {
         let unknown_idf = sorted.get(sorted.len() / 2).copied().unwrap_or(1.0);
         let avg_len = (doc_len.iter().sum::<f32>() / n).max(1.0);
         Index {
-            analyzer,
             terms,
             postings,
             idf,
@@ -181,9 +123,16 @@ impl Index {
         }
     }
 
-    /// The analyzer, for callers that match vocabulary (vision analysis).
-    pub fn analyzer(&self) -> &Analyzer {
-        &self.analyzer
+    /// Whether a term occurs anywhere in the collection.
+    pub fn contains(&self, term: &str) -> bool {
+        self.terms.contains_key(term)
+    }
+
+    /// Number of documents containing a term.
+    pub fn doc_freq(&self, term: &str) -> usize {
+        self.terms
+            .get(term)
+            .map_or(0, |&id| self.postings[id as usize].len())
     }
 
     /// Number of distinct terms.
@@ -191,14 +140,16 @@ impl Index {
         self.terms.len()
     }
 
-    /// The best `k` documents for `query`, best first. Documents with no matching term are not
-    /// returned at all.
-    pub fn search(&self, query: &str, k: usize) -> Vec<Hit> {
-        self.search_terms(&self.analyzer.terms(query), k)
-    }
-
-    /// [`Index::search`] for already analysed terms.
-    pub fn search_terms(&self, terms: &[String], k: usize) -> Vec<Hit> {
+    /// The best `k` documents for the analysed `terms`, best first. Documents with no matching
+    /// term are not returned at all. Documents listed in `boosted` (ascending indexes) rank as
+    /// if their score were `boost` times higher; their relevance stays the unboosted one.
+    pub fn search_terms(
+        &self,
+        terms: &[String],
+        k: usize,
+        boosted: &[u32],
+        boost: f32,
+    ) -> Vec<Hit> {
         let mut q: Vec<&String> = terms.iter().collect();
         q.sort_unstable();
         q.dedup();
@@ -224,15 +175,20 @@ impl Index {
             .iter()
             .enumerate()
             .filter(|(_, s)| **s > 0.0)
-            .map(|(doc, &score)| Hit {
-                doc,
-                score,
-                relevance: if ideal > 0.0 {
-                    (score / ideal).min(1.0)
-                } else {
-                    0.0
-                },
-                key_match: key[doc],
+            .map(|(doc, &raw)| {
+                let is_boosted = boosted.binary_search(&(doc as u32)).is_ok();
+                let score = if is_boosted { raw * boost } else { raw };
+                Hit {
+                    doc,
+                    score,
+                    boosted: is_boosted,
+                    relevance: if ideal > 0.0 {
+                        (score / ideal).min(1.0)
+                    } else {
+                        0.0
+                    },
+                    key_match: key[doc],
+                }
             })
             .collect();
         let k = k.min(hits.len());
@@ -240,10 +196,18 @@ impl Index {
             return Vec::new();
         }
         hits.select_nth_unstable_by(k - 1, |a, b| {
-            b.score.total_cmp(&a.score).then(a.doc.cmp(&b.doc))
+            b.boosted
+                .cmp(&a.boosted)
+                .then(b.score.total_cmp(&a.score))
+                .then(a.doc.cmp(&b.doc))
         });
         hits.truncate(k);
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.doc.cmp(&b.doc)));
+        hits.sort_by(|a, b| {
+            b.boosted
+                .cmp(&a.boosted)
+                .then(b.score.total_cmp(&a.score))
+                .then(a.doc.cmp(&b.doc))
+        });
         hits
     }
 }
@@ -257,13 +221,12 @@ mod tests {
         parse_document("t", &format!("---\nid: {id}\ntitle: {title}\nequipment: x\nsymptoms: {symptoms}\ndefects: y\n---\n## Steps\n1. {steps}\n")).unwrap()
     }
 
-    #[test]
-    fn analyzer_stems_and_filters() {
-        let a = Analyzer::default();
-        assert_eq!(
-            a.terms("The press VIBRATES; vibrating at 5mm/s"),
-            vec!["press", "vibrat", "vibrat"]
-        );
+    /// A plain analyzer for these tests: lower-cased words, "to"/"one"/"side" dropped.
+    fn terms(text: &str) -> Vec<String> {
+        text.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.len() > 1 && !["to", "one", "side"].contains(w))
+            .map(|w| w.to_lowercase().trim_end_matches('s').to_string())
+            .collect()
     }
 
     #[test]
@@ -282,12 +245,21 @@ mod tests {
                 "Adjust the tail pulley.",
             ),
         ];
-        let idx = Index::build(&docs);
-        let hits = idx.search("conveyor belt drifts to one side", 3);
+        let idx = Index::build(&docs, terms);
+        let hits = idx.search_terms(&terms("conveyor belt drifts to one side"), 3, &[], 1.0);
         assert_eq!(hits[0].doc, 1);
         assert!(hits[0].key_match);
         assert!(hits[0].relevance > 0.3, "{hits:?}");
-        assert!(idx.search("quarterly payroll spreadsheet", 3).is_empty());
+        assert!(idx
+            .search_terms(&terms("quarterly payroll spreadsheet"), 3, &[], 1.0)
+            .is_empty());
+        // A boosted document ranks first, its relevance raised by the same factor (capped at 1).
+        let plain = idx.search_terms(&terms("pump belt"), 2, &[], 1.0);
+        let boosted = idx.search_terms(&terms("pump belt"), 2, &[0], 1.5);
+        assert_eq!(boosted[0].doc, 0);
+        assert!(boosted[0].boosted);
+        let p0 = plain.iter().find(|h| h.doc == 0).unwrap();
+        assert!((p0.relevance * 1.5 - boosted[0].relevance).abs() < 1e-6);
     }
 
     #[test]
@@ -298,9 +270,10 @@ mod tests {
             "noise",
             "Check suction pressure.",
         )];
-        let idx = Index::build(&docs);
-        let focused = idx.search("pump noise", 1)[0].relevance;
-        let diluted = idx.search("breakroom microwave fridge noise", 1)[0].relevance;
+        let idx = Index::build(&docs, terms);
+        let focused = idx.search_terms(&terms("pump noise"), 1, &[], 1.0)[0].relevance;
+        let diluted =
+            idx.search_terms(&terms("breakroom microwave fridge noise"), 1, &[], 1.0)[0].relevance;
         assert!(diluted < focused / 2.0, "{focused} {diluted}");
     }
 }

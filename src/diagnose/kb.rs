@@ -35,6 +35,34 @@ pub struct Document {
     /// Numbered steps, without their numbers.
     pub steps: Vec<String>,
     pub escalate: Vec<String>,
+    /// Translations from `<name>.<language>.md` files beside the document.
+    pub translations: Vec<Translation>,
+}
+
+/// A document's text in another language: same id, same number of steps (so `[ID step n]`
+/// citations point at the same step in every language).
+#[derive(Debug, Clone)]
+pub struct Translation {
+    /// Language code from the file name (`sop-conv-001.de.md` → `de`).
+    pub language: String,
+    pub title: String,
+    pub safety: Vec<String>,
+    pub steps: Vec<String>,
+}
+
+impl Document {
+    /// The translation into `language`, if the knowledge base has one.
+    pub fn translation(&self, language: &str) -> Option<&Translation> {
+        self.translations.iter().find(|t| t.language == language)
+    }
+}
+
+/// The language of a translation file name (`x.de.md` → `de`), if it is one.
+pub fn translation_language(file: &str) -> Option<&str> {
+    let stem = file.strip_suffix(".md")?;
+    let (_, lang) = stem.rsplit_once('.')?;
+    (lang.len() >= 2 && lang.len() <= 3 && lang.bytes().all(|b| b.is_ascii_lowercase()))
+        .then_some(lang)
 }
 
 /// Why a knowledge base could not be loaded.
@@ -157,20 +185,53 @@ pub fn parse_document(file: &str, text: &str) -> Result<Document, KbError> {
         safety,
         steps,
         escalate,
+        translations: Vec::new(),
     })
 }
 
 /// Parses a set of `(file name, text)` documents, rejecting duplicates and an empty set.
+/// Files named `<name>.<language>.md` are translations of the document with the same id.
 pub fn parse_all<'a>(
     files: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<Vec<Document>, KbError> {
     let mut docs: Vec<Document> = Vec::new();
+    let mut translations = Vec::new();
     for (name, text) in files {
         let d = parse_document(name, text)?;
+        if let Some(lang) = translation_language(name) {
+            translations.push((name, lang.to_string(), d));
+            continue;
+        }
         if docs.iter().any(|o| o.id == d.id) {
             return Err(KbError::Duplicate(d.id));
         }
         docs.push(d);
+    }
+    for (name, language, t) in translations {
+        let err = |message: String| KbError::Document {
+            file: name.to_string(),
+            message,
+        };
+        let Some(d) = docs.iter_mut().find(|d| d.id == t.id) else {
+            return Err(err(format!("translation of unknown document id {}", t.id)));
+        };
+        if t.steps.len() != d.steps.len() {
+            return Err(err(format!(
+                "{} steps, the original {} has {}: a translation keeps the step numbers",
+                t.steps.len(),
+                d.id,
+                d.steps.len()
+            )));
+        }
+        if d.translation(&language).is_some() {
+            return Err(err(format!("second {language} translation of {}", d.id)));
+        }
+        d.translations.push(Translation {
+            language,
+            title: t.title,
+            safety: t.safety,
+            steps: t.steps,
+        });
     }
     if docs.is_empty() {
         return Err(KbError::Empty);
@@ -229,6 +290,30 @@ mod tests {
         ] {
             assert!(parse_document("b.md", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn translations_attach_to_their_document() {
+        let de = DOC
+            .replace("title: Thing", "title: Ding")
+            .replace("1. First.", "1. Erstens.")
+            .replace("Lock out.", "Freischalten.");
+        let docs = parse_all([("x.md", DOC), ("x.de.md", de.as_str())]).unwrap();
+        assert_eq!(docs.len(), 1);
+        let t = docs[0].translation("de").unwrap();
+        assert_eq!(t.title, "Ding");
+        assert_eq!(t.steps[0], "Erstens.");
+        assert_eq!(t.safety, vec!["Freischalten."]);
+        let short = "---\nid: SOP-X-001\ntitle: Ding\n---\n## Steps\n1. Nur einer.\n";
+        let e = parse_all([("x.md", DOC), ("x.de.md", short)]).unwrap_err();
+        assert!(e.to_string().contains("step numbers"), "{e}");
+        let orphan = parse_all([
+            ("x.md", DOC),
+            ("y.es.md", &DOC.replace("SOP-X-001", "SOP-Y")),
+        ]);
+        assert!(orphan.unwrap_err().to_string().contains("unknown document"));
+        assert_eq!(translation_language("sop-a-001.md"), None);
+        assert_eq!(translation_language("sop-a-001.es.md"), Some("es"));
     }
 
     #[test]

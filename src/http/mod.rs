@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::config::{LlmPrices, ServerConfig};
-use crate::diagnose::DiagnoseEngine;
+use crate::diagnose::EngineCell;
 use crate::llm::LlmClient;
 use crate::logging::Throttle;
 use crate::metrics::Metrics;
@@ -36,7 +36,8 @@ use crate::spool::Spool;
 /// Everything a request handler needs; shared by all connections.
 pub struct AppState {
     pub server: ServerConfig,
-    pub engine: DiagnoseEngine,
+    /// The diagnose engine; replaced as a whole on reload.
+    pub engine: EngineCell,
     pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
     pub recent: RecentAnswers,
@@ -54,8 +55,8 @@ impl AppState {
     pub fn readiness(&self) -> Vec<(&'static str, bool, String)> {
         let mut v = vec![(
             "knowledge_base",
-            !self.engine.is_empty(),
-            format!("{} documents", self.engine.len()),
+            !self.engine.get().is_empty(),
+            format!("{} documents", self.engine.get().len()),
         )];
         for (name, dir) in &self.writable_dirs {
             let probe = dir.join(format!(".ready-probe-{}", std::process::id()));

@@ -23,7 +23,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::config::is_valid_id;
 use crate::diagnose::{Guidance, Observation, Question, VisionAnalysis};
-use crate::metrics::{agent, UNKNOWN};
+use crate::metrics::{agent, genai, UNKNOWN};
 use crate::recent::{AnswerRecord, Lookup};
 
 type Resp = Response<Full<Bytes>>;
@@ -399,8 +399,24 @@ async fn diagnose(
         problem_description: desc,
         observed_defects: &body.observed_defects,
     };
-    let answer = state.engine.diagnose(&q);
+    // One snapshot of the engine for the whole request: a reload (SIGHUP) swaps in a new one
+    // for later requests without disturbing this one.
+    let kb = state.engine.get();
+    let t_engine = Instant::now();
+    let answer = kb.diagnose(&q);
+    m.genai_duration
+        .with_label_values(&[
+            genai::INVOKE_AGENT,
+            genai::LOCAL_PROVIDER,
+            genai::LOCAL_MODEL,
+            "",
+        ])
+        .observe(t_engine.elapsed().as_secs_f64());
     active.dec();
+    m.languages.with_label_values(&[&answer.language]).inc();
+    if let Some(r) = &answer.refusal {
+        m.refusals.with_label_values(&[r.code()]).inc();
+    }
 
     let mut report = answer.report.clone();
     let mut answered_by = agent::RAG;
@@ -412,15 +428,24 @@ async fn diagnose(
             .active_agents
             .with_label_values(&[&plant, agent::LLM_REPORT]);
         active.inc();
+        let t_llm = Instant::now();
         let r = llm
             .write_report(
                 &body.plant_id,
                 &body.equipment_id,
                 desc,
-                &state.engine.passages(&answer),
+                &kb.passages(&answer),
             )
             .await;
         active.dec();
+        m.genai_duration
+            .with_label_values(&[
+                genai::CHAT,
+                llm.provider(),
+                llm.model(),
+                r.as_ref().err().map_or("", |e| e.reason()),
+            ])
+            .observe(t_llm.elapsed().as_secs_f64());
         match r {
             Ok(r) => {
                 report = r.text;
@@ -428,6 +453,12 @@ async fn diagnose(
                 engine = format!("llm:{}", llm.model());
                 if r.input_tokens + r.output_tokens > 0 {
                     (input_tokens, output_tokens) = (r.input_tokens, r.output_tokens);
+                    // Only counts the model reported (the conventions forbid estimates here).
+                    for (kind, n) in [("input", r.input_tokens), ("output", r.output_tokens)] {
+                        m.genai_tokens
+                            .with_label_values(&[genai::CHAT, llm.provider(), llm.model(), kind])
+                            .observe(n as f64);
+                    }
                 }
                 let p = &state.prices;
                 let cost = input_tokens as f64 / 1000.0 * p.input_per_1k_usd
@@ -483,6 +514,12 @@ async fn diagnose(
             "no_supporting_document"
         },
         hallucination_flag: !answer.supported,
+        refusal_reason: answer.refusal.as_ref().map(|r| r.code()),
+        understood: Understood {
+            language: &answer.language,
+            asset: answer.asset.as_ref(),
+            rewrites: &answer.rewrites,
+        },
         agent: AgentInfo {
             name: answered_by,
             engine: &engine,
@@ -510,8 +547,21 @@ struct DiagnoseResponse<'a> {
     confidence_score: f64,
     answer_status: &'static str,
     hallucination_flag: bool,
+    /// Why nothing is cited: `no_matching_sop`, `out_of_scope`, `no_sop_for_equipment_class`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal_reason: Option<&'static str>,
+    understood: Understood<'a>,
     agent: AgentInfo<'a>,
     usage: Usage,
+}
+
+/// What the engine understood: the question's language, the asset from the register, and the
+/// words it rewrote (lexicon terms, compounds, typo corrections).
+#[derive(Serialize)]
+struct Understood<'a> {
+    language: &'a str,
+    asset: Option<&'a crate::diagnose::assets::Asset>,
+    rewrites: &'a [String],
 }
 
 #[derive(Serialize)]

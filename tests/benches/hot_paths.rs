@@ -374,7 +374,7 @@ fn main() {
     let eval: Vec<&str> = EVAL_SET
         .lines()
         .skip(1)
-        .filter_map(|l| l.split_once('\t').map(|(_, q)| q))
+        .filter_map(|l| l.rsplit_once('\t').map(|(_, q)| q))
         .collect();
     let ask = |e: &DiagnoseEngine, text: &str| {
         e.diagnose(&Question {

@@ -504,6 +504,36 @@ fn llm_writes_the_report_when_reachable() {
         (cost - (0.111 * 0.0005 + 0.022 * 0.0015)).abs() < 1e-9,
         "{cost}"
     );
+    // The same call in the OpenTelemetry GenAI names: one chat operation, the reported tokens.
+    let genai = [
+        "gen_ai_operation_name=\"chat\"",
+        "gen_ai_provider_name=\"openai\"",
+        "gen_ai_request_model=\"llama-3-8b\"",
+    ];
+    for (kind, n) in [("input", 111.0), ("output", 22.0)] {
+        let token_type = format!("gen_ai_token_type=\"{kind}\"");
+        let mut labels = genai.to_vec();
+        labels.push(&token_type);
+        assert_eq!(
+            a.metric("gen_ai_client_token_usage_sum", &labels),
+            Some(n),
+            "{kind}"
+        );
+    }
+    assert_eq!(
+        a.metric("gen_ai_client_operation_duration_seconds_count", &genai),
+        Some(1.0)
+    );
+    assert_eq!(
+        a.metric(
+            "gen_ai_client_operation_duration_seconds_count",
+            &[
+                "gen_ai_operation_name=\"invoke_agent\"",
+                "gen_ai_request_model=\"bm25-local\""
+            ]
+        ),
+        Some(1.0)
+    );
     // An unsupported question is never sent to the model.
     let before = llm.requests.load(std::sync::atomic::Ordering::Relaxed);
     a.diagnose("plant-7", "x", "how do I reset my email password");
@@ -552,6 +582,19 @@ fn llm_failures_fall_back_to_local_answers() {
         a.wait_event("llm_fallback", Duration::from_secs(5), |e| {
             e["reason"] == reason
         });
+        // The failed call is an operation with its error type; no tokens are reported.
+        assert_eq!(
+            a.metric(
+                "gen_ai_client_operation_duration_seconds_count",
+                &[
+                    "gen_ai_operation_name=\"chat\"",
+                    &format!("error_type=\"{reason}\"")
+                ]
+            ),
+            Some(1.0),
+            "{reason}"
+        );
+        assert_eq!(a.metric("gen_ai_client_token_usage_count", &[]), None);
     }
 }
 

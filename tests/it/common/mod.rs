@@ -351,6 +351,8 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 pub struct Traffic {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
+    /// Answers other than 200.
+    bad: Arc<AtomicU64>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -358,7 +360,8 @@ impl Traffic {
     pub fn start(addr: std::net::SocketAddr, tag: &'static str) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
-        let (s2, o2) = (stop.clone(), ok.clone());
+        let bad = Arc::new(AtomicU64::new(0));
+        let (s2, o2, b2) = (stop.clone(), ok.clone(), bad.clone());
         let handle = std::thread::spawn(move || {
             let mut i = 0;
             while !s2.load(Ordering::Relaxed) {
@@ -379,6 +382,8 @@ impl Traffic {
                 let r = self::http::read_response(&mut s);
                 if r.status == 200 {
                     o2.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    b2.fetch_add(1, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -386,16 +391,26 @@ impl Traffic {
         Traffic {
             stop,
             ok,
+            bad,
             handle: Some(handle),
         }
     }
 
-    pub fn stop(mut self) -> u64 {
+    /// Stops and returns the number of 200 answers.
+    pub fn stop(self) -> u64 {
+        self.stop_counts().0
+    }
+
+    /// Stops and returns (200 answers, other answers).
+    pub fn stop_counts(mut self) -> (u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-        self.ok.load(Ordering::Relaxed)
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.bad.load(Ordering::Relaxed),
+        )
     }
 }
 

@@ -1,0 +1,620 @@
+//! Question analysis: from what a technician typed to English index terms and a symptom stream.
+//!
+//! 1. Fold and split into words with clause numbers ([`super::text`]).
+//! 2. Detect the language: function words, glossary words and typical letters of each lexicon
+//!    language against English function words and words the knowledge base knows; ties go to
+//!    English.
+//! 3. Walk the words once: clause-break words start a new clause; out-of-scope objects are noted;
+//!    a negator opens a scope over the next three content words; "works fine" words mark their
+//!    clause (unless negated or after a comparison word: "hotter than normal"); the longest
+//!    `[terms]` phrase of the question's language, then of English, is replaced by its English
+//!    value; other words are kept when the knowledge base knows their English stem, else split
+//!    as a compound (languages with `compounds = true`), else corrected within one or two edits
+//!    against the language's glossary or the knowledge base's own words, else kept as unknown
+//!    (they still lower the relevance, which is what makes "no SOP covers this" possible).
+//! 4. Negated fault words ("no leak", "kein Leck") are dropped; in a clause that says something
+//!    works, only equipment words are kept ("the motor runs fine but ..." keeps `motor`).
+//! 5. A question is out of scope when it names an out-of-scope object before (or without) any
+//!    plant equipment the knowledge base covers.
+
+use rustc_hash::FxHashSet as HashSet;
+
+use super::index::Index;
+use super::lexicon::{Language, Lexicon, NOT};
+use super::speller::Speller;
+use super::text::{fold, tokens, Token};
+
+/// Content words a negator reaches.
+const NEGATION_REACH: u8 = 3;
+
+/// What the analysis understood.
+#[derive(Debug, Clone, Default)]
+pub struct Analysis {
+    /// Index into the lexicon's languages (0 = English).
+    pub language: usize,
+    /// English index terms for retrieval (duplicates kept).
+    pub terms: Vec<String>,
+    /// English stems and [`NOT`] markers per clause, for symptom matching.
+    pub symptoms: Vec<(u16, String)>,
+    /// The out-of-scope object that makes this question out of scope (as written in the lexicon).
+    pub out_of_scope: Option<String>,
+    /// What was rewritten: `typed → understood` (lexicon terms, compounds, typo corrections).
+    pub rewrites: Vec<String>,
+}
+
+/// Per-engine analysis state built from the lexicon and the knowledge base's vocabulary.
+pub struct QueryAnalyzer {
+    pub lexicon: Lexicon,
+    /// Per language, per `[terms]` phrase: English retrieval terms of its value.
+    values: Vec<Vec<Vec<String>>>,
+    /// Per language, per phrase: the value's symptom stream (with [`NOT`]).
+    value_symptoms: Vec<Vec<Vec<String>>>,
+    /// English stems of fault words (dropped when negated).
+    fault: HashSet<String>,
+    /// English stems of the knowledge base's equipment names.
+    equipment: HashSet<String>,
+    /// The knowledge base's own words (folded) → English stem; frequent words first.
+    kb_speller: Speller<String>,
+    /// Per language: single-word glossary keys (folded) → phrase id.
+    lang_spellers: Vec<Speller<u32>>,
+    /// English stems of every language's function words (stop words, negators, fine words,
+    /// clause breaks): a cache, as most words of a question are these or knowledge-base words.
+    function_stems: rustc_hash::FxHashMap<String, String>,
+}
+
+/// Retrieval terms of English text: folded words minus stop words, negators and words with
+/// digits, Snowball-stemmed. Used for documents, lexicon values and equipment names alike.
+pub fn english_terms(en: &Language, text: &str) -> Vec<String> {
+    tokens(text)
+        .iter()
+        .filter(|t| keep_word(en, t))
+        .map(|t| en.stem(&t.text))
+        .collect()
+}
+
+/// Like [`english_terms`], with each negator kept as [`NOT`] ("will not start" → `¬ start`).
+pub fn english_symptom_terms(en: &Language, text: &str) -> Vec<String> {
+    tokens(text)
+        .iter()
+        .filter_map(|t| {
+            if en.negators.contains(&t.text) {
+                Some(NOT.to_string())
+            } else {
+                keep_word(en, t).then(|| en.stem(&t.text))
+            }
+        })
+        .collect()
+}
+
+fn keep_word(en: &Language, t: &Token) -> bool {
+    t.text.len() >= 2
+        && !t.text.bytes().any(|b| b.is_ascii_digit())
+        && !en.stop.contains(&t.text)
+        && !en.negators.contains(&t.text)
+}
+
+struct Item {
+    stem: String,
+    clause: u16,
+    negated: bool,
+}
+
+impl QueryAnalyzer {
+    /// Builds the analyzer; `kb_words` are the knowledge base's folded words with their English
+    /// stems, most frequent first; `equipment_names` the documents' `equipment:` entries.
+    pub fn new<'a>(
+        lexicon: Lexicon,
+        kb_words: Vec<(String, String)>,
+        equipment_names: impl IntoIterator<Item = &'a str>,
+    ) -> QueryAnalyzer {
+        let en = lexicon.en();
+        // Per language, per phrase: the value as retrieval terms and as a symptom stream.
+        let per_value = |f: fn(&Language, &str) -> Vec<String>| -> Vec<Vec<Vec<String>>> {
+            lexicon
+                .languages
+                .iter()
+                .map(|l| l.terms.list.iter().map(|p| f(en, &p.value)).collect())
+                .collect()
+        };
+        let values = per_value(english_terms);
+        let value_symptoms = per_value(english_symptom_terms);
+        let fault = lexicon
+            .languages
+            .iter()
+            .flat_map(|l| l.fault.iter())
+            .map(|w| en.stem(w))
+            .collect();
+        let equipment = equipment_names
+            .into_iter()
+            .flat_map(|e| english_terms(en, e))
+            .collect();
+        let lang_spellers = lexicon
+            .languages
+            .iter()
+            .map(|l| {
+                let mut keys: Vec<(String, u32)> =
+                    l.surface.iter().map(|(k, &v)| (k.clone(), v)).collect();
+                keys.sort();
+                Speller::new(keys)
+            })
+            .collect();
+        let function_stems = lexicon
+            .languages
+            .iter()
+            .flat_map(|l| [&l.stop, &l.negators, &l.fine, &l.comparison, &l.breaks])
+            .flatten()
+            .map(|w| (w.clone(), en.stem(w)))
+            .collect();
+        QueryAnalyzer {
+            function_stems,
+            kb_speller: Speller::new(kb_words),
+            lang_spellers,
+            values,
+            value_symptoms,
+            fault,
+            equipment,
+            lexicon,
+        }
+    }
+
+    /// Whether an English stem names equipment the knowledge base covers.
+    pub fn is_equipment(&self, stem: &str) -> bool {
+        self.equipment.contains(stem)
+    }
+
+    /// The language of a question: per language, one point per function word, negator,
+    /// clause-break word or glossary word (for English: word the knowledge base or the English
+    /// lexicon knows), plus up to 1.5 for typical letters; ties go to English.
+    fn detect(&self, raw: &str, toks: &[Token], stems_en: &[String], index: &Index) -> usize {
+        let en = self.lexicon.en();
+        let mut best = (0usize, 0.0f32);
+        for (li, l) in self.lexicon.languages.iter().enumerate() {
+            let mut score = 0.0f32;
+            for (t, s) in toks.iter().zip(stems_en) {
+                let w = t.text.as_str();
+                if l.stop.contains(w) || l.negators.contains(w) || l.breaks.contains(w) {
+                    score += 1.0;
+                } else if li == 0 {
+                    if index.contains(s) || en.terms.has_word(s) {
+                        score += 1.0;
+                    }
+                } else if l.surface.contains_key(w) {
+                    score += 1.0;
+                }
+            }
+            if !l.letters.is_empty() {
+                let n = raw
+                    .chars()
+                    .flat_map(char::to_lowercase)
+                    .filter(|c| l.letters.contains(c))
+                    .count();
+                score += (n as f32).min(2.0) * 0.75;
+            }
+            if score > best.1 {
+                best = (li, score);
+            }
+        }
+        best.0
+    }
+
+    /// Splits a folded compound into glossary keys ("hydraulikaggregat" → hydraulik + aggregat),
+    /// allowing German linking letters between parts.
+    fn split_compound(&self, l: &Language, word: &str, depth: u8, out: &mut Vec<u32>) -> bool {
+        if !word.is_ascii() || word.len() < 6 || depth > 3 {
+            return false;
+        }
+        for i in (3..=word.len() - 3).rev() {
+            let Some(&first) = l.surface.get(&word[..i]) else {
+                continue;
+            };
+            let rest = &word[i..];
+            for link in ["", "s", "es", "n", "en", "e"] {
+                let Some(r) = rest.strip_prefix(link) else {
+                    continue;
+                };
+                if r.len() < 3 {
+                    continue;
+                }
+                let whole = l.surface.get(r).copied().or_else(|| {
+                    l.terms
+                        .longest_at(&[l.stem(r).as_str()])
+                        .filter(|(_, n)| *n == 1)
+                        .map(|(id, _)| id)
+                });
+                if let Some(id) = whole {
+                    out.push(first);
+                    out.push(id);
+                    return true;
+                }
+                let mark = out.len();
+                out.push(first);
+                if self.split_compound(l, r, depth + 1, out) {
+                    return true;
+                }
+                out.truncate(mark);
+            }
+        }
+        false
+    }
+
+    /// Analyses a question.
+    pub fn analyze(&self, text: &str, index: &Index) -> Analysis {
+        let toks = tokens(text);
+        let en = self.lexicon.en();
+        // The knowledge base's words have their stems already: stemming is the costliest step.
+        let stems_en: Vec<String> = toks
+            .iter()
+            .map(|t| {
+                let w = t.text.as_str();
+                match self
+                    .function_stems
+                    .get(w)
+                    .or_else(|| self.kb_speller.exact(w))
+                {
+                    Some(stem) => stem.clone(),
+                    None => en.stem(w),
+                }
+            })
+            .collect();
+        let lang = self.detect(text, &toks, &stems_en, index);
+        let l = &self.lexicon.languages[lang];
+        let stems_l: Vec<String> = if lang == 0 {
+            Vec::new()
+        } else {
+            toks.iter().map(|t| l.stem(&t.text)).collect()
+        };
+        let stems_l: &[String] = if lang == 0 { &stems_en } else { &stems_l };
+        let all_l: Vec<&str> = stems_l.iter().map(String::as_str).collect();
+        let all_en: Vec<&str> = stems_en.iter().map(String::as_str).collect();
+        let mut a = Analysis {
+            language: lang,
+            ..Analysis::default()
+        };
+        let mut items: Vec<Item> = Vec::new();
+        let mut sym: Vec<(u16, String, bool)> = Vec::new();
+        let mut fine_clauses: Vec<u16> = Vec::new();
+        let (mut neg_left, mut neg_clause) = (0u8, 0u16);
+        let mut shift = 0u16;
+        let mut oos_at: Option<usize> = None;
+        let mut i = 0;
+        // (language index, phrase id) emitted as English terms.
+        let emit = |li: usize,
+                    id: u32,
+                    clause: u16,
+                    negated: bool,
+                    items: &mut Vec<Item>,
+                    sym: &mut Vec<(u16, String, bool)>| {
+            for s in &self.values[li][id as usize] {
+                items.push(Item {
+                    stem: s.clone(),
+                    clause,
+                    negated,
+                });
+            }
+            for s in &self.value_symptoms[li][id as usize] {
+                sym.push((clause, s.clone(), negated));
+            }
+        };
+        while i < toks.len() {
+            let w = toks[i].text.as_str();
+            let clause = toks[i].clause + shift;
+            if clause != neg_clause {
+                neg_left = 0;
+            }
+            if l.breaks.contains(w) || en.breaks.contains(w) {
+                shift += 1;
+                neg_left = 0;
+                i += 1;
+                continue;
+            }
+            let end = (i + super::lexicon::MAX_PHRASE).min(toks.len());
+            let (sl, se) = (&all_l[i..end], &all_en[i..end]);
+            let oos = l
+                .out_of_scope
+                .longest_at(sl)
+                .map(|(id, n)| (&l.out_of_scope.list[id as usize].key, n))
+                .or_else(|| {
+                    en.out_of_scope
+                        .longest_at(se)
+                        .map(|(id, n)| (&en.out_of_scope.list[id as usize].key, n))
+                });
+            if let Some((key, n)) = oos {
+                if a.out_of_scope.is_none() {
+                    a.out_of_scope = Some(key.clone());
+                    // An equipment word right before the object modifies it ("electric car
+                    // charger"): it does not make the question about plant equipment.
+                    let modified = i > 0 && self.equipment.contains(&stems_en[i - 1]);
+                    oos_at = Some(items.len() - usize::from(modified && !items.is_empty()));
+                }
+                i += n;
+                continue;
+            }
+            if l.negators.contains(w) || en.negators.contains(w) {
+                neg_left = NEGATION_REACH;
+                neg_clause = clause;
+                sym.push((clause, NOT.to_string(), false));
+                i += 1;
+                continue;
+            }
+            if l.fine.contains(w) || en.fine.contains(w) {
+                let compared = i > 0 && {
+                    let p = toks[i - 1].text.as_str();
+                    l.comparison.contains(p) || en.comparison.contains(p)
+                };
+                if neg_left == 0 && !compared && !fine_clauses.contains(&clause) {
+                    fine_clauses.push(clause);
+                }
+                i += 1;
+                continue;
+            }
+            let negated = neg_left > 0;
+            let phrase = if lang != 0 {
+                l.terms.longest_at(sl).map(|(id, n)| (lang, id, n))
+            } else {
+                None
+            }
+            .or_else(|| en.terms.longest_at(se).map(|(id, n)| (0, id, n)));
+            if let Some((li, id, n)) = phrase {
+                emit(li, id, clause, negated, &mut items, &mut sym);
+                let key = &self.lexicon.languages[li].terms.list[id as usize];
+                let typed: Vec<&str> = toks[i..i + n].iter().map(|t| t.text.as_str()).collect();
+                a.rewrites
+                    .push(format!("{} → {}", typed.join(" "), key.value));
+                neg_left = neg_left.saturating_sub(1);
+                i += n;
+                continue;
+            }
+            if w.len() < 2
+                || w.bytes().any(|b| b.is_ascii_digit())
+                || l.stop.contains(w)
+                || en.stop.contains(w)
+            {
+                i += 1;
+                continue;
+            }
+            neg_left = neg_left.saturating_sub(1);
+            i += 1;
+            let s_en = &stems_en[i - 1];
+            if index.contains(s_en) {
+                items.push(Item {
+                    stem: s_en.clone(),
+                    clause,
+                    negated,
+                });
+                sym.push((clause, s_en.clone(), negated));
+                continue;
+            }
+            let mut parts = Vec::new();
+            if lang != 0 && l.compounds && self.split_compound(l, w, 0, &mut parts) {
+                let keys: Vec<&str> = parts
+                    .iter()
+                    .map(|&id| l.terms.list[id as usize].key.as_str())
+                    .collect();
+                a.rewrites.push(format!("{w} → {}", keys.join(" + ")));
+                for id in parts {
+                    emit(lang, id, clause, negated, &mut items, &mut sym);
+                }
+                continue;
+            }
+            if lang != 0 {
+                if let Some((key, id)) = self.lang_spellers[lang].correct(w) {
+                    a.rewrites.push(format!("{w} → {key}"));
+                    emit(lang, id, clause, negated, &mut items, &mut sym);
+                    continue;
+                }
+            }
+            if let Some((word, stem)) = self.kb_speller.correct(w) {
+                a.rewrites.push(format!("{w} → {word}"));
+                items.push(Item {
+                    stem: stem.clone(),
+                    clause,
+                    negated,
+                });
+                sym.push((clause, stem, negated));
+                continue;
+            }
+            if let Some((key, id)) = self.lang_spellers[0].correct(w) {
+                a.rewrites.push(format!("{w} → {key}"));
+                emit(0, id, clause, negated, &mut items, &mut sym);
+                continue;
+            }
+            // Unknown: kept, so it counts against the relevance.
+            items.push(Item {
+                stem: s_en.clone(),
+                clause,
+                negated,
+            });
+        }
+        let keep = |stem: &str, clause: u16, negated: bool| {
+            !(negated && self.fault.contains(stem))
+                && (!fine_clauses.contains(&clause) || self.equipment.contains(stem))
+        };
+        let first_equipment = items.iter().position(|it| {
+            !it.negated && self.equipment.contains(&it.stem) && !fine_clauses.contains(&it.clause)
+        });
+        if let Some(at) = oos_at {
+            if first_equipment.is_some_and(|e| e < at) {
+                a.out_of_scope = None;
+            }
+        }
+        a.terms = items
+            .into_iter()
+            .filter(|it| keep(&it.stem, it.clause, it.negated))
+            .map(|it| it.stem)
+            .collect();
+        a.symptoms = sym
+            .into_iter()
+            .filter(|(c, s, neg)| {
+                !(fine_clauses.contains(c) || *neg && self.fault.contains(s.as_str()))
+            })
+            .map(|(c, s, _)| (c, s))
+            .collect();
+        a
+    }
+}
+
+/// Folded words of a text with their English stems, for the knowledge base's speller.
+pub fn kb_words<'a>(
+    en: &Language,
+    texts: impl IntoIterator<Item = &'a str>,
+) -> Vec<(String, String)> {
+    let mut count: rustc_hash::FxHashMap<String, usize> = Default::default();
+    for t in texts {
+        for tok in tokens(t) {
+            if tok.text.len() >= super::speller::MIN_LEN - 1
+                && tok.text.bytes().all(|b| b.is_ascii_lowercase())
+                && !en.stop.contains(&tok.text)
+            {
+                *count.entry(tok.text).or_default() += 1;
+            }
+        }
+    }
+    let mut words: Vec<(String, usize)> = count.into_iter().collect();
+    words.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    words
+        .into_iter()
+        .map(|(w, _)| {
+            let s = en.stem(&w);
+            (w, s)
+        })
+        .collect()
+}
+
+/// The folded form of a phrase, for comparing asset classes with equipment names.
+pub fn normalise(text: &str) -> String {
+    fold(text.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::kb::parse_document;
+
+    const EN: &str = r#"
+language = "en"
+stemmer = "english"
+stop_words = ["the", "a", "is", "on", "at", "and", "it", "of", "in", "than"]
+negators = ["no", "not", "wont", "doesnt"]
+fine_words = ["fine", "ok", "normal"]
+comparison_words = ["than"]
+clause_breaks = ["but"]
+fault_words = ["leak", "leaking", "noise", "noisy"]
+out_of_scope = ["water cooler", "aircon"]
+[terms]
+"cav" = "cavitation"
+"hitting it with a hammer" = "knocking"
+"#;
+    const DE: &str = r#"
+language = "de"
+stemmer = "german"
+letters = "äöüß"
+compounds = true
+stop_words = ["der", "die", "das", "am", "ist", "zu", "und"]
+negators = ["kein", "keine", "nicht"]
+fine_words = ["normal"]
+clause_breaks = ["aber"]
+[terms]
+"öl" = "oil"
+"temperatur" = "temperature"
+"hydraulik" = "hydraulic"
+"aggregat" = "power unit"
+"hoch" = "high"
+"leck" = "leak"
+"pumpe" = "pump"
+"klopft" = "knocking"
+"#;
+
+    fn setup() -> (QueryAnalyzer, Index) {
+        let docs = vec![
+            parse_document("a", "---\nid: A\ntitle: Hydraulic oil temperature high\nequipment: hydraulic power unit, pump\nsymptoms: high oil temperature, leak\n---\n## Steps\n1. Check the oil cooler.\n").unwrap(),
+            parse_document("b", "---\nid: B\ntitle: Pump cavitation and knocking\nequipment: pump, motor\nsymptoms: cavitation, knocking, motor will not start\n---\n## Steps\n1. Check the suction strainer.\n").unwrap(),
+        ];
+        let lex = Lexicon::parse([("en.toml", EN), ("de.toml", DE)]).unwrap();
+        let en = lex.en();
+        let index = Index::build(&docs, |t| english_terms(en, t));
+        let words = kb_words(en, docs.iter().map(|d| d.title.as_str()));
+        let qa = QueryAnalyzer::new(
+            lex,
+            words,
+            docs.iter()
+                .flat_map(|d| d.equipment.iter().map(String::as_str))
+                .collect::<Vec<_>>(),
+        );
+        (qa, index)
+    }
+
+    #[test]
+    fn lexicon_phrases_and_shorthand_become_english_terms() {
+        let (qa, idx) = setup();
+        let a = qa.analyze("pump cav, sounds like hitting it with a hammer", &idx);
+        assert_eq!(a.language, 0);
+        assert_eq!(a.terms, vec!["pump", "cavit", "sound", "like", "knock"]);
+        assert_eq!(a.rewrites.len(), 2, "{:?}", a.rewrites);
+    }
+
+    #[test]
+    fn negated_fault_words_and_fine_clauses_are_dropped() {
+        let (qa, idx) = setup();
+        let a = qa.analyze("no leak at the pump but it is knocking", &idx);
+        assert!(!a.terms.contains(&"leak".to_string()), "{:?}", a.terms);
+        assert!(a.terms.contains(&"knock".to_string()));
+        // The motor clause says it works: only its equipment word stays.
+        let a = qa.analyze("motor runs fine, the pump is noisy", &idx);
+        assert!(a.terms.contains(&"motor".to_string()), "{:?}", a.terms);
+        assert!(!a.terms.contains(&"run".to_string()), "{:?}", a.terms);
+        assert!(!a.symptoms.iter().any(|(c, _)| *c == 0), "{:?}", a.symptoms);
+        // A negated function word is the symptom itself, and keeps its marker.
+        let a = qa.analyze("motor wont start", &idx);
+        let s: Vec<&str> = a.symptoms.iter().map(|(_, s)| s.as_str()).collect();
+        assert_eq!(s, vec!["motor", NOT, "start"]);
+        // A comparison is not a "works fine" clause.
+        let a = qa.analyze("pump hotter than normal", &idx);
+        assert!(a.terms.contains(&"hotter".to_string()), "{:?}", a.terms);
+    }
+
+    #[test]
+    fn german_is_detected_folded_and_compounds_split() {
+        let (qa, idx) = setup();
+        let a = qa.analyze("Öltemperatur am Hydraulikaggregat zu hoch", &idx);
+        let b = qa.analyze("Oeltemperatur am Hydraulikaggregat zu hoch", &idx);
+        assert_eq!(a.language, 1);
+        assert_eq!(b.language, 1, "folded spelling is still German");
+        assert_eq!(a.terms, b.terms);
+        assert_eq!(
+            a.terms,
+            vec!["oil", "temperatur", "hydraul", "power", "unit", "high"]
+        );
+        let a = qa.analyze("kein Leck, aber die Pumpe klopft", &idx);
+        assert_eq!(a.terms, vec!["pump", "knock"]);
+    }
+
+    #[test]
+    fn typos_are_corrected_against_the_knowledge_base() {
+        let (qa, idx) = setup();
+        let a = qa.analyze("hydralic temprature", &idx);
+        assert_eq!(a.terms, vec!["hydraul", "temperatur"], "{:?}", a.rewrites);
+        // German glossary words too.
+        let a = qa.analyze("die Pumppe klopft", &idx);
+        assert_eq!(a.terms, vec!["pump", "knock"], "{:?}", a.rewrites);
+    }
+
+    #[test]
+    fn out_of_scope_object_named_first_is_refused() {
+        let (qa, idx) = setup();
+        assert_eq!(
+            qa.analyze("the water cooler is leaking", &idx)
+                .out_of_scope
+                .as_deref(),
+            Some("water cooler")
+        );
+        assert_eq!(
+            qa.analyze("aircon noisy", &idx).out_of_scope.as_deref(),
+            Some("aircon")
+        );
+        assert_eq!(
+            qa.analyze("pump knocking, the aircon is off too", &idx)
+                .out_of_scope,
+            None
+        );
+    }
+}

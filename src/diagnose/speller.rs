@@ -1,0 +1,159 @@
+//! Typo tolerance: the closest dictionary word within edit distance 1 (words of 5–7 letters) or
+//! 2 (8 letters and more), found through a delete-neighbourhood index (the SymSpell idea): each
+//! dictionary word is stored with every variant that has one character deleted; a query looks up
+//! its own variants with up to two deletions, and candidates are confirmed with the real
+//! distance. (Storing one-deletion variants only keeps the index small — about ten entries per
+//! word — at the price of missing some two-edit typos, such as a transposition plus a wrong
+//! letter; one-edit typos are always found.) Lookups never insert, so crafted input cannot grow it; short words are never
+//! corrected (too many real words lie one edit apart).
+
+use rustc_hash::FxHashMap as HashMap;
+
+use super::text::edit_distance;
+
+/// Shortest word that is corrected at all.
+pub const MIN_LEN: usize = 5;
+/// From this length on, two edits are tolerated.
+pub const TWO_EDITS_LEN: usize = 8;
+
+/// A dictionary of words, each with a payload (what the word stands for).
+pub struct Speller<T> {
+    words: Vec<(Box<str>, T)>,
+    deletes: HashMap<Box<str>, Vec<u32>>,
+}
+
+fn deletes_of(word: &str, out: &mut Vec<String>) {
+    let chars: Vec<char> = word.chars().collect();
+    for i in 0..chars.len() {
+        let mut s = String::with_capacity(word.len());
+        s.extend(chars[..i].iter().chain(&chars[i + 1..]));
+        out.push(s);
+    }
+}
+
+impl<T: Clone> Speller<T> {
+    /// Builds the index; earlier words win ties, so callers put frequent words first. Words
+    /// shorter than [`MIN_LEN`] - 1 are left out (they could never be a correction's target
+    /// within the allowed distance of a word long enough to be corrected).
+    pub fn new(words: impl IntoIterator<Item = (String, T)>) -> Speller<T> {
+        let mut s = Speller {
+            words: Vec::new(),
+            deletes: HashMap::default(),
+        };
+        let mut seen = rustc_hash::FxHashSet::default();
+        let mut variants = Vec::new();
+        for (w, payload) in words {
+            if w.chars().count() + 1 < MIN_LEN || !seen.insert(w.clone()) {
+                continue;
+            }
+            let id = s.words.len() as u32;
+            variants.clear();
+            deletes_of(&w, &mut variants);
+            variants.push(w.clone());
+            for v in variants.drain(..) {
+                let e = s.deletes.entry(v.into_boxed_str()).or_default();
+                if e.last() != Some(&id) {
+                    e.push(id);
+                }
+            }
+            s.words.push((w.into_boxed_str(), payload));
+        }
+        s
+    }
+
+    /// Number of dictionary words.
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    /// Whether the dictionary is empty.
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    /// The payload of `word` itself, when it is in the dictionary.
+    pub fn exact(&self, word: &str) -> Option<&T> {
+        self.deletes
+            .get(word)?
+            .iter()
+            .map(|&id| &self.words[id as usize])
+            .find(|(w, _)| &**w == word)
+            .map(|(_, payload)| payload)
+    }
+
+    /// The closest word to `word` (not `word` itself) within the allowed distance, with its
+    /// payload, or `None`.
+    pub fn correct(&self, word: &str) -> Option<(&str, T)> {
+        let len = word.chars().count();
+        if len < MIN_LEN {
+            return None;
+        }
+        let max = if len >= TWO_EDITS_LEN { 2 } else { 1 };
+        let mut probes = vec![word.to_string()];
+        deletes_of(word, &mut probes);
+        if max == 2 {
+            let mut second = Vec::new();
+            for p in &probes[1..] {
+                deletes_of(p, &mut second);
+            }
+            probes.extend(second);
+        }
+        let mut best: Option<(usize, u32)> = None;
+        for p in &probes {
+            let Some(ids) = self.deletes.get(p.as_str()) else {
+                continue;
+            };
+            for &id in ids {
+                let cand = &self.words[id as usize].0;
+                if &**cand == word {
+                    continue;
+                }
+                if best.is_some_and(|(d, b)| d == 1 && id > b) {
+                    continue;
+                }
+                let d = edit_distance(word, cand, max);
+                if d <= max && best.map_or(true, |(bd, bid)| (d, id) < (bd, bid)) {
+                    best = Some((d, id));
+                }
+            }
+        }
+        best.map(|(_, id)| {
+            let (w, p) = &self.words[id as usize];
+            (&**w, p.clone())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrects_within_distance_by_length() {
+        let s = Speller::new(
+            [
+                "bearing",
+                "cavitation",
+                "hydraulic",
+                "gearbox",
+                "motor",
+                "pressure",
+            ]
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.to_string(), i)),
+        );
+        assert_eq!(s.correct("baering"), Some(("bearing", 0)));
+        assert_eq!(s.correct("cavitaton"), Some(("cavitation", 1)));
+        assert_eq!(s.correct("hydrualic"), Some(("hydraulic", 2)));
+        // Two edits in a long word (here two letters too many).
+        assert_eq!(s.correct("hydraaulicc"), Some(("hydraulic", 2)));
+        assert_eq!(s.correct("presure"), Some(("pressure", 5)));
+        // Two edits in a 7-letter word: too far.
+        assert_eq!(s.correct("gxarbxx"), None);
+        // Short words are never corrected.
+        assert_eq!(s.correct("motr"), None);
+        // A dictionary word is not "corrected" to itself.
+        assert_eq!(s.correct("bearing"), None);
+    }
+}
