@@ -145,9 +145,10 @@ impl QueryAnalyzer {
             .flatten()
             .map(|w| (w.clone(), en.stem(w)))
             .collect();
+        let kb_speller = Speller::new(kb_words);
         QueryAnalyzer {
             function_stems,
-            kb_speller: Speller::new(kb_words),
+            kb_speller,
             lang_spellers,
             values,
             value_symptoms,

@@ -7,7 +7,7 @@
 //! letter; one-edit typos are always found.) Lookups never insert, so crafted input cannot grow it; short words are never
 //! corrected (too many real words lie one edit apart).
 
-use rustc_hash::FxHashMap as HashMap;
+use std::hash::Hasher;
 
 use super::text::edit_distance;
 
@@ -19,7 +19,16 @@ pub const TWO_EDITS_LEN: usize = 8;
 /// A dictionary of words, each with a payload (what the word stands for).
 pub struct Speller<T> {
     words: Vec<(Box<str>, T)>,
-    deletes: HashMap<Box<str>, Vec<u32>>,
+    /// (hash of a word or of one of its one-deletion variants, word id), sorted. Only hashes are
+    /// kept (12 bytes an entry instead of a string and a list): a collision can only add a
+    /// candidate, and every candidate is confirmed with the real edit distance.
+    deletes: Vec<(u64, u32)>,
+}
+
+fn key(s: &str) -> u64 {
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(s.as_bytes());
+    h.finish()
 }
 
 fn deletes_of(word: &str, out: &mut Vec<String>) {
@@ -38,7 +47,7 @@ impl<T: Clone> Speller<T> {
     pub fn new(words: impl IntoIterator<Item = (String, T)>) -> Speller<T> {
         let mut s = Speller {
             words: Vec::new(),
-            deletes: HashMap::default(),
+            deletes: Vec::new(),
         };
         let mut seen = rustc_hash::FxHashSet::default();
         let mut variants = Vec::new();
@@ -51,14 +60,25 @@ impl<T: Clone> Speller<T> {
             deletes_of(&w, &mut variants);
             variants.push(w.clone());
             for v in variants.drain(..) {
-                let e = s.deletes.entry(v.into_boxed_str()).or_default();
-                if e.last() != Some(&id) {
-                    e.push(id);
-                }
+                s.deletes.push((key(&v), id));
             }
             s.words.push((w.into_boxed_str(), payload));
         }
+        s.deletes.sort_unstable();
+        s.deletes.dedup();
+        s.deletes.shrink_to_fit();
+        s.words.shrink_to_fit();
         s
+    }
+
+    /// Ids of the words that have `variant` among their variants (and a few collisions).
+    fn ids(&self, variant: &str) -> impl Iterator<Item = u32> + '_ {
+        let k = key(variant);
+        let from = self.deletes.partition_point(|e| e.0 < k);
+        self.deletes[from..]
+            .iter()
+            .take_while(move |e| e.0 == k)
+            .map(|e| e.1)
     }
 
     /// Number of dictionary words.
@@ -73,10 +93,8 @@ impl<T: Clone> Speller<T> {
 
     /// The payload of `word` itself, when it is in the dictionary.
     pub fn exact(&self, word: &str) -> Option<&T> {
-        self.deletes
-            .get(word)?
-            .iter()
-            .map(|&id| &self.words[id as usize])
+        self.ids(word)
+            .map(|id| &self.words[id as usize])
             .find(|(w, _)| &**w == word)
             .map(|(_, payload)| payload)
     }
@@ -100,10 +118,7 @@ impl<T: Clone> Speller<T> {
         }
         let mut best: Option<(usize, u32)> = None;
         for p in &probes {
-            let Some(ids) = self.deletes.get(p.as_str()) else {
-                continue;
-            };
-            for &id in ids {
+            for id in self.ids(p) {
                 let cand = &self.words[id as usize].0;
                 if &**cand == word {
                     continue;

@@ -62,7 +62,9 @@ def main():
     rng = random.Random(int(sys.argv[4]) if len(sys.argv) > 4 else 42)
     os.makedirs(out_dir, exist_ok=True)
     words, eq, sy, de = [], set(), set(), set()
-    sample = sorted(f for f in os.listdir(sample_dir) if f.endswith(".md"))
+    # Translations (`sop-x.de.md`) attach to their document and are not documents themselves.
+    sample = sorted(f for f in os.listdir(sample_dir)
+                    if f.endswith(".md") and f.count(".") == 1)
     for f in sample:
         with open(os.path.join(sample_dir, f), encoding="utf-8") as fh:
             prose, labels = parse(fh.read())
@@ -109,7 +111,7 @@ def main():
         total += len(text)
         with open(os.path.join(out_dir, f"gen-{i:05d}.md"), "w", encoding="utf-8") as fh:
             fh.write(text)
-    count = len([f for f in os.listdir(out_dir) if f.endswith(".md")])
+    count = len([f for f in os.listdir(out_dir) if f.endswith(".md") and f.count(".") == 1])
     print(f"{count} documents in {out_dir} ({len(sample)} sample + {count - len(sample)} generated, "
           f"{total / 1e6:.1f} MB generated)")
 
