@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
-use crate::auth::{self, Authenticator};
+use crate::auth::{self, AuthCell};
 use crate::config::{self, Config, ConfigError, Problem};
 use crate::diagnose::{self, DiagnoseEngine, EngineSettings};
 use crate::http::{self, AppState};
@@ -181,6 +181,46 @@ pub fn eval(cfg: &Config, args: &crate::cli::EvalArgs) -> anyhow::Result<String>
 /// Re-reads the knowledge base, lexicon and asset register on SIGHUP (`systemctl reload`).
 /// A set that does not load keeps the engine in use and logs why; requests in flight keep the
 /// engine snapshot they started with.
+fn configured_sinks(cfg: &Config) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if cfg.mqtt.is_some() {
+        v.push(crate::sinks::mqtt::NAME);
+    }
+    if cfg.pushgateway.is_some() {
+        v.push(crate::sinks::pushgateway::NAME);
+    }
+    if cfg.remote_write.is_some() {
+        v.push(crate::sinks::remote_write::NAME);
+    }
+    v
+}
+
+/// Hands memory freed after building the engine (parsed lexicon and documents, index build
+/// buffers) back to the OS. glibc keeps freed heap pages otherwise; musl (the static gateway
+/// build) returns them by itself.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// How often the tokens file is checked for changes.
+const TOKENS_POLL: Duration = Duration::from_secs(2);
+
+fn refresh_tokens(state: &AppState) {
+    match state.auth.refresh() {
+        auth::Refresh::Unchanged => {}
+        auth::Refresh::Reloaded(n) => {
+            info!(path = %state.auth.file().display(), tokens = n, "tokens_reloaded")
+        }
+        auth::Refresh::Invalid(e) => {
+            tracing::warn!(path = %state.auth.file().display(), error = %e, "tokens_file_invalid")
+        }
+    }
+}
+
 async fn run_reloads(cfg: Arc<Config>, state: Arc<AppState>, stop: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = match signal(SignalKind::hangup()) {
@@ -190,11 +230,20 @@ async fn run_reloads(cfg: Arc<Config>, state: Arc<AppState>, stop: CancellationT
             return;
         }
     };
+    // The tokens file is polled (`copilot-edge token add/revoke` take effect within seconds,
+    // no signal needed); everything else reloads on SIGHUP.
+    let mut poll = tokio::time::interval(TOKENS_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
+            _ = poll.tick() => {
+                refresh_tokens(&state);
+                continue;
+            }
             r = hup.recv() => if r.is_none() { return },
         }
+        refresh_tokens(&state);
         let t0 = Instant::now();
         let c = cfg.clone();
         let built = tokio::task::spawn_blocking(move || {
@@ -205,6 +254,7 @@ async fn run_reloads(cfg: Arc<Config>, state: Arc<AppState>, stop: CancellationT
             Ok(Ok(engine)) => {
                 log_engine(&engine, &cfg, "knowledge_base_reloaded");
                 state.engine.replace(engine);
+                release_freed_memory();
                 state.metrics.kb_reloads.with_label_values(&["ok"]).inc();
                 info!(ms = t0.elapsed().as_millis() as u64, "reload_done");
             }
@@ -251,6 +301,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
     info!(version = env!("CARGO_PKG_VERSION"), config = %cfg.source, state_dir = %cfg.paths.state_dir.display(), log_dir = %cfg.paths.log_dir.display(), "starting");
     let mut tokens = cfg.auth.tokens.clone();
+    let mut fixed_tokens = cfg.auth.fixed_tokens.clone();
     let mut token_hint = None;
     if tokens.is_empty() {
         if let Some(mode) = auth::tighten_token_file(&cfg.paths.state_dir)
@@ -266,6 +317,7 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
             info!(path = %path.display(), user_id = %entry.user_id, "api_token_loaded");
         }
         token_hint = Some(path);
+        fixed_tokens.push(entry.clone());
         tokens.push(entry);
     }
 
@@ -273,6 +325,7 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
         .map_err(|p| anyhow::anyhow!("knowledge base: {}", problems_text(&p)))?;
     let engine = DiagnoseEngine::build(knowledge, engine_settings(&cfg));
     log_engine(&engine, &cfg, "knowledge_base_loaded");
+    release_freed_memory();
 
     let metrics = Arc::new(Metrics::new(
         &cfg.identity.gateway_id,
@@ -284,7 +337,7 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         server: cfg.server.clone(),
         engine: diagnose::EngineCell::new(engine),
-        auth: Authenticator::new(tokens),
+        auth: AuthCell::new(tokens, fixed_tokens, cfg.auth.tokens_file.clone()),
         metrics: metrics.clone(),
         recent: RecentAnswers::new(cfg.engine.recent_answers.get(), cfg.engine.feedback_window),
         llm: cfg.llm.clone().map(LlmClient::new),
@@ -295,6 +348,9 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
         ],
         spool: telemetry.spool.clone(),
         started,
+        gateway_id: cfg.identity.gateway_id.clone(),
+        site: cfg.identity.site_plant_id.clone(),
+        sinks: configured_sinks(&cfg),
     });
 
     let listener = TcpListener::bind(cfg.server.listen)

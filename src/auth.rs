@@ -18,6 +18,9 @@ use crate::config::TokenEntry;
 /// The user id given to the generated first-start token.
 pub const GENERATED_USER: &str = "local-operator";
 
+/// Name of the tokens file under the state directory (when `auth.tokens_file` is not set).
+pub const TOKENS_FILE: &str = "tokens";
+
 /// Why a request is not authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -89,6 +92,240 @@ impl Authenticator {
     }
 }
 
+/// Reads a tokens file (`user_id:sha256hex` lines, `#` comments). A missing file is empty
+/// unless `required`.
+pub fn read_tokens_file(path: &Path, required: bool) -> Result<Vec<TokenEntry>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            crate::config::parse_token_lines(&text).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Vec::new()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// A fresh random token: `ce_` and 64 hex digits (two v4 UUIDs, 244 random bits from the OS).
+pub fn new_token() -> String {
+    format!(
+        "ce_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+fn hex(d: &[u8; 32]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One entry of the tokens file as `token list` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub name: String,
+    /// From the `# added …` comment `token add` writes above the entry.
+    pub added: Option<String>,
+}
+
+/// Errors of the `token` subcommands.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenCmdError {
+    #[error("{0}")]
+    File(String),
+    #[error("`{0}` is not a valid token name (1-64 of [A-Za-z0-9-_.:])")]
+    BadName(String),
+    #[error("a token named `{0}` already exists (revoke it first)")]
+    Exists(String),
+    #[error("no token named `{0}`")]
+    Unknown(String),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The tokens file's lines and entries (entries keep their comment line, if any).
+fn load_lines(path: &Path) -> Result<Vec<String>, TokenCmdError> {
+    read_tokens_file(path, false).map_err(TokenCmdError::File)?;
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t.lines().map(str::to_string).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(TokenCmdError::File(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn entry_name(line: &str) -> Option<&str> {
+    let l = line.trim();
+    if l.is_empty() || l.starts_with('#') {
+        return None;
+    }
+    l.split_once(':').map(|(n, _)| n.trim())
+}
+
+/// Replaces the file atomically (temporary file, fsync, rename). It holds only digests of
+/// 244-bit random tokens, so it is readable by all (mode 0644): the service may run as another
+/// (dynamic) user than the root who manages the tokens. An existing file keeps its mode.
+fn store_lines(path: &Path, lines: &[String]) -> Result<(), TokenCmdError> {
+    use std::os::unix::fs::PermissionsExt;
+    let werr = |source| TokenCmdError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(werr)?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o777);
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+        let mut f = opts.open(&tmp).map_err(werr)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(werr)?;
+        let mut text = lines.join("\n");
+        text.push('\n');
+        f.write_all(text.as_bytes()).map_err(werr)?;
+        f.sync_all().map_err(werr)?;
+    }
+    std::fs::rename(&tmp, path).map_err(werr)
+}
+
+/// `copilot-edge token add NAME`: stores the new token's SHA-256 under NAME and returns the
+/// token (the only time it exists in clear).
+pub fn add_token(path: &Path, name: &str, now_rfc3339: &str) -> Result<String, TokenCmdError> {
+    if !crate::config::is_valid_id(name) {
+        return Err(TokenCmdError::BadName(name.to_string()));
+    }
+    let mut lines = load_lines(path)?;
+    if lines.iter().any(|l| entry_name(l) == Some(name)) {
+        return Err(TokenCmdError::Exists(name.to_string()));
+    }
+    let token = new_token();
+    if lines.is_empty() {
+        lines.push(
+            "# copilot-edge API tokens: user_id:sha256 of the token (`copilot-edge token`)".into(),
+        );
+    }
+    lines.push(format!("# added {now_rfc3339}"));
+    lines.push(format!("{name}:{}", hex(&digest(&token))));
+    store_lines(path, &lines)?;
+    Ok(token)
+}
+
+/// `copilot-edge token list`.
+pub fn list_tokens(path: &Path) -> Result<Vec<Listed>, TokenCmdError> {
+    let lines = load_lines(path)?;
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(name) = entry_name(l) {
+            let added = i
+                .checked_sub(1)
+                .and_then(|p| lines[p].trim().strip_prefix("# added "))
+                .map(str::to_string);
+            out.push(Listed {
+                name: name.to_string(),
+                added,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `copilot-edge token revoke NAME`: removes the entry (and its `# added` comment).
+pub fn revoke_token(path: &Path, name: &str) -> Result<(), TokenCmdError> {
+    let lines = load_lines(path)?;
+    let Some(at) = lines.iter().position(|l| entry_name(l) == Some(name)) else {
+        return Err(TokenCmdError::Unknown(name.to_string()));
+    };
+    let mut kept = Vec::with_capacity(lines.len());
+    for (i, l) in lines.into_iter().enumerate() {
+        let comment_of_entry = i + 1 == at && l.trim().starts_with("# added ");
+        if i != at && !comment_of_entry {
+            kept.push(l);
+        }
+    }
+    store_lines(path, &kept)
+}
+
+/// The authenticator in use, replaced as a whole when the tokens file changes.
+pub struct AuthCell {
+    current: std::sync::RwLock<std::sync::Arc<Authenticator>>,
+    /// Tokens that do not come from the file (inline, credential, first-start token).
+    fixed: Vec<TokenEntry>,
+    file: PathBuf,
+    /// (modified time, length, inode) of the file as last read.
+    seen: std::sync::Mutex<Option<(std::time::SystemTime, u64, u64)>>,
+}
+
+/// What a [`AuthCell::refresh`] did.
+#[derive(Debug, PartialEq)]
+pub enum Refresh {
+    Unchanged,
+    /// Reloaded: number of tokens now accepted.
+    Reloaded(usize),
+    /// The file changed but does not parse: the previous set stays.
+    Invalid(String),
+}
+
+fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+impl AuthCell {
+    /// Starts from every token known now; `fixed` are those not read from `file`.
+    pub fn new(all: Vec<TokenEntry>, fixed: Vec<TokenEntry>, file: PathBuf) -> AuthCell {
+        AuthCell {
+            current: std::sync::RwLock::new(std::sync::Arc::new(Authenticator::new(all))),
+            seen: std::sync::Mutex::new(stamp(&file)),
+            fixed,
+            file,
+        }
+    }
+
+    /// The user id for an `Authorization` header value.
+    pub fn verify(&self, header: Option<&[u8]>) -> Result<String, AuthError> {
+        let a = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        a.verify(header).map(str::to_string)
+    }
+
+    /// The tokens file this cell follows.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Re-reads the tokens file when its modification time, size or inode changed.
+    pub fn refresh(&self) -> Refresh {
+        let now = stamp(&self.file);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if *seen == now {
+                return Refresh::Unchanged;
+            }
+            *seen = now;
+        }
+        match read_tokens_file(&self.file, false) {
+            Ok(from_file) => {
+                let mut all = self.fixed.clone();
+                all.extend(from_file);
+                let n = all.len();
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+                    std::sync::Arc::new(Authenticator::new(all));
+                Refresh::Reloaded(n)
+            }
+            Err(e) => Refresh::Invalid(e),
+        }
+    }
+}
+
 /// Makes an existing first-start token file readable by its owner only. Returns the mode it had
 /// when that let others (group or world) read or write it: the caller says so, since the token
 /// may already have leaked.
@@ -132,12 +369,7 @@ pub fn ensure_token(state_dir: &Path) -> Result<(TokenEntry, PathBuf, bool), Tok
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
     }
-    // Two v4 UUIDs: 244 random bits from the OS generator.
-    let token = format!(
-        "ce_{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
+    let token = new_token();
     let tmp = state_dir.join(".api-token.tmp");
     {
         let mut opts = std::fs::OpenOptions::new();
@@ -175,6 +407,69 @@ mod tests {
         assert_eq!(a.verify(Some(b"Bearer ")), Err(AuthError::Missing));
         assert_eq!(a.verify(Some(b"Bearer \xff")), Err(AuthError::Missing));
         assert_eq!(a.verify(None), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn token_commands_store_hashes_and_the_cell_follows_the_file() {
+        let dir = std::env::temp_dir().join(format!("ce-tok-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("tokens");
+        let cell = AuthCell::new(vec![], vec![], path.clone());
+        let t1 = add_token(&path, "anna", "2026-12-03T07:00:00Z").unwrap();
+        let t2 = add_token(&path, "ben", "2026-12-03T07:01:00Z").unwrap();
+        assert!(t1.starts_with("ce_") && t1.len() == 67 && t1 != t2);
+        assert!(matches!(
+            add_token(&path, "anna", "x"),
+            Err(TokenCmdError::Exists(_))
+        ));
+        assert!(matches!(
+            add_token(&path, "a b", "x"),
+            Err(TokenCmdError::BadName(_))
+        ));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains(&t1) && text.contains(&hex(&digest(&t1))),
+            "{text}"
+        );
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o644);
+        }
+        let listed = list_tokens(&path).unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].name, "anna");
+        assert_eq!(listed[0].added.as_deref(), Some("2026-12-03T07:00:00Z"));
+        assert_eq!(cell.refresh(), Refresh::Reloaded(2));
+        let bearer = |t: &str| format!("Bearer {t}");
+        assert_eq!(
+            cell.verify(Some(bearer(&t2).as_bytes())).as_deref(),
+            Ok("ben")
+        );
+        revoke_token(&path, "ben").unwrap();
+        assert!(matches!(
+            revoke_token(&path, "ben"),
+            Err(TokenCmdError::Unknown(_))
+        ));
+        assert_eq!(list_tokens(&path).unwrap().len(), 1);
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("07:01"));
+        assert_eq!(cell.refresh(), Refresh::Reloaded(1));
+        assert_eq!(
+            cell.verify(Some(bearer(&t2).as_bytes())),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            cell.verify(Some(bearer(&t1).as_bytes())).as_deref(),
+            Ok("anna")
+        );
+        assert_eq!(cell.refresh(), Refresh::Unchanged);
+        // A broken file keeps the previous set.
+        std::fs::write(&path, "anna:nothex\n").unwrap();
+        assert!(matches!(cell.refresh(), Refresh::Invalid(_)));
+        assert_eq!(
+            cell.verify(Some(bearer(&t1).as_bytes())).as_deref(),
+            Ok("anna")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -44,6 +44,26 @@ pub enum Command {
     /// expected SOP id or NONE, equipment_id, question) with the configured knowledge base,
     /// lexicon and asset register: per-subset figures and a refusal-threshold sweep.
     Eval(EvalArgs),
+    /// Manage personal API tokens in the tokens file (`auth.tokens_file`, default
+    /// `<state_dir>/tokens`); the running agent picks changes up within seconds.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+/// `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for NAME, print it once, store only its SHA-256.
+    Add {
+        /// Who the token is for (1-64 of A-Z a-z 0-9 - _ . :); shows as user_id in the logs.
+        name: String,
+    },
+    /// List the names in the tokens file (never the tokens).
+    List,
+    /// Remove NAME's token; requests with it are refused within seconds.
+    Revoke { name: String },
 }
 
 /// `eval` arguments.

@@ -180,7 +180,9 @@ impl Default for RawIdentity {
 pub struct RawAuth {
     /// Inline tokens: `[[auth.tokens]] user_id = "...", sha256 = "<hex of the token>"`.
     pub tokens: Vec<RawToken>,
-    /// A file with `user_id:sha256hex` lines (also read from the `api-tokens` credential).
+    /// A file with `user_id:sha256hex` lines that `copilot-edge token` manages and the agent
+    /// follows (empty: `<state_dir>/tokens`). The `api-tokens` credential is read as well when
+    /// this is empty.
     pub tokens_file: String,
 }
 
@@ -569,8 +571,14 @@ pub struct TokenEntry {
 
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
-    /// Empty means: generate a token on first start (see `auth::ensure_token`).
+    /// Every token known at load time (inline, credential, tokens file). Empty means: generate
+    /// a token on first start (see `auth::ensure_token`).
     pub tokens: Vec<TokenEntry>,
+    /// Inline and credential tokens: the part that does not change while the agent runs.
+    pub fixed_tokens: Vec<TokenEntry>,
+    /// The tokens file: `auth.tokens_file`, or `<state_dir>/tokens`. `copilot-edge token`
+    /// edits it and the running agent re-reads it when it changes.
+    pub tokens_file: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -1193,25 +1201,24 @@ impl RawConfig {
                 ),
             }
         }
-        let token_text = if !self.auth.tokens_file.is_empty() {
-            match std::fs::read_to_string(&self.auth.tokens_file) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    c.fail(
-                        "auth.tokens_file",
-                        format!("cannot read {}: {e}", self.auth.tokens_file),
-                    );
-                    None
+        if self.auth.tokens_file.is_empty() {
+            if let Some(text) = env.credential("api-tokens") {
+                match parse_token_lines(&text) {
+                    Ok(mut t) => tokens.append(&mut t),
+                    Err(e) => c.fail("credential api-tokens", e),
                 }
             }
+        }
+        let fixed_tokens = tokens.clone();
+        let tokens_file = if self.auth.tokens_file.is_empty() {
+            state_dir.join(crate::auth::TOKENS_FILE)
         } else {
-            env.credential("api-tokens")
+            PathBuf::from(&self.auth.tokens_file)
         };
-        if let Some(text) = token_text {
-            match parse_token_lines(&text) {
-                Ok(mut t) => tokens.append(&mut t),
-                Err(e) => c.fail("auth.tokens_file", e),
-            }
+        // Missing is empty: `copilot-edge token add` creates it, and the agent follows it.
+        match crate::auth::read_tokens_file(&tokens_file, false) {
+            Ok(mut t) => tokens.append(&mut t),
+            Err(e) => c.fail("auth.tokens_file", e),
         }
 
         let l = &self.labels;
@@ -1574,7 +1581,11 @@ impl RawConfig {
                 gateway_id: id.gateway_id.clone(),
                 site_plant_id: id.site_plant_id.clone(),
             },
-            auth: AuthConfig { tokens },
+            auth: AuthConfig {
+                tokens,
+                fixed_tokens,
+                tokens_file,
+            },
             labels,
             engine,
             llm,

@@ -4,12 +4,14 @@
 //! - [`cli`]: command-line interface (serve, check-config, print-default-config, spool status).
 //! - [`config`]: TOML → validated [`config::Config`], systemd directories and credentials.
 //! - [`app`]: builds the components from the config, runs them, and shuts them down in order.
+//! - [`console`]: the technician console and the gateway status page, embedded web files.
 //! - [`http`]: hyper 1.x server, routes and one handler per endpoint; the only hyper user on the
 //!   serving side.
 //! - [`diagnose`]: the engine: knowledge base, BM25 retrieval, answers (pure, synchronous).
 //! - [`httpc`]: a minimal outbound HTTP/1.1 client (LLM, Pushgateway).
 //! - [`ids`]: fast trace and request ids.
-//! - [`auth`]: bearer tokens (SHA-256 at rest, constant-time comparison, first-start token).
+//! - [`auth`]: bearer tokens (SHA-256 at rest, constant-time comparison, first-start token, the
+//!   tokens file `copilot-edge token` manages and the agent follows).
 //! - [`llm`]: optional OpenAI-compatible upstream that writes the report, with local fallback.
 //! - [`metrics`]: every Prometheus metric and the cardinality bounds on request labels.
 //! - [`logging`]: JSON log lines to stdout and rotating files, and log shipping to the spool.
@@ -24,6 +26,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod diagnose;
 pub mod http;
 pub mod httpc;

@@ -418,6 +418,25 @@ pub fn format_event(event: &Event<'_>, now: SystemTime) -> (String, String) {
     (line, name)
 }
 
+/// The last warnings and errors, as their JSON log lines, for the status page.
+static RECENT_WARNINGS: std::sync::Mutex<std::collections::VecDeque<String>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+const RECENT_WARNINGS_KEPT: usize = 20;
+
+/// The most recent warning and error lines (JSON, oldest first), at most 20.
+pub fn recent_warnings() -> Vec<String> {
+    let g = RECENT_WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
+    g.iter().cloned().collect()
+}
+
+fn remember_warning(line: &str) {
+    let mut g = RECENT_WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
+    if g.len() == RECENT_WARNINGS_KEPT {
+        g.pop_front();
+    }
+    g.push_back(line.trim_end().to_string());
+}
+
 struct JsonLayer {
     out: NonBlocking,
     max_level: Level,
@@ -482,7 +501,11 @@ impl<S: Subscriber> Layer<S> for JsonLayer {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
         let (line, name) = format_event(event, SystemTime::now());
         let _ = self.out.clone().write_all(line.as_bytes());
-        if *event.metadata().level() <= Level::WARN || name == "request_completed" {
+        let warning = *event.metadata().level() <= Level::WARN;
+        if warning {
+            remember_warning(&line);
+        }
+        if warning || name == "request_completed" {
             if let Some(ship) = SHIPPER.get() {
                 ship(line.trim_end().as_bytes());
             }

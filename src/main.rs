@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use copilot_edge::cli::{Cli, Command, SpoolCommand};
+use copilot_edge::cli::{Cli, Command, SpoolCommand, TokenCommand};
 use copilot_edge::config::{self, Environment};
-use copilot_edge::{app, report, spool};
+use copilot_edge::{app, auth, report, spool};
 
 /// EX_CONFIG from sysexits.h; the unit file sets `RestartPreventExitStatus=78`.
 const EX_CONFIG: u8 = 78;
@@ -77,6 +77,51 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("spool status: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Token { command } => {
+            // Plant IT runs this from a shell, without the service's environment: fall back to
+            // the installed config so the tokens land in the file the service reads.
+            let installed = std::path::Path::new("/etc/copilot-edge/copilot-edge.toml");
+            let config_path =
+                config_path.or_else(|| installed.exists().then(|| installed.to_path_buf()));
+            let cfg = match config::load(config_path.as_deref(), &env) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            let file = &cfg.auth.tokens_file;
+            let result = match command {
+                TokenCommand::Add { name } => {
+                    let now = copilot_edge::logging::rfc3339(std::time::SystemTime::now());
+                    auth::add_token(file, &name, &now).map(|token| {
+                        eprintln!(
+                            "token for {name} stored as its SHA-256 in {}; it is shown only this once:",
+                            file.display()
+                        );
+                        println!("{token}");
+                    })
+                }
+                TokenCommand::List => auth::list_tokens(file).map(|list| {
+                    if list.is_empty() {
+                        eprintln!("no tokens in {}", file.display());
+                    }
+                    for t in list {
+                        println!("{}\t{}", t.name, t.added.as_deref().unwrap_or("-"));
+                    }
+                }),
+                TokenCommand::Revoke { name } => auth::revoke_token(file, &name).map(|()| {
+                    eprintln!("revoked {name} in {}", file.display());
+                }),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("token: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -46,6 +46,15 @@ pub struct AssetRegister {
     patterns: Vec<(Vec<String>, Asset)>,
 }
 
+impl AssetRegister {
+    /// The assets listed by exact id, sorted by id (patterns are not assets one can pick).
+    pub fn listed(&self) -> Vec<&Asset> {
+        let mut v: Vec<&Asset> = self.exact.values().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+}
+
 /// The sample register compiled into the binary (`config/assets.csv`).
 pub const EMBEDDED_ASSETS: &str = include_str!("../../config/assets.csv");
 

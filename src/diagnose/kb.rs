@@ -51,6 +51,47 @@ pub struct Translation {
 }
 
 impl Document {
+    /// The document as Markdown, rebuilt from what the engine parsed: front matter, title,
+    /// scope, safety, numbered steps and escalation. Step n here is the `[ID step n]` that
+    /// answers cite.
+    pub fn to_markdown(&self) -> String {
+        let mut m = String::with_capacity(1024);
+        m.push_str("---\n");
+        for (k, v) in [
+            ("id", self.id.clone()),
+            ("equipment", self.equipment.join(", ")),
+            ("symptoms", self.symptoms.join(", ")),
+            ("defects", self.defects.join(", ")),
+        ] {
+            if !v.is_empty() {
+                m.push_str(&format!("{k}: {v}\n"));
+            }
+        }
+        m.push_str(&format!("---\n\n# {}\n\n", self.title));
+        if !self.summary.is_empty() {
+            m.push_str(&self.summary);
+            m.push_str("\n\n");
+        }
+        let list = |m: &mut String, heading: &str, items: &[String], numbered: bool| {
+            if items.is_empty() {
+                return;
+            }
+            m.push_str(&format!("## {heading}\n\n"));
+            for (i, s) in items.iter().enumerate() {
+                if numbered {
+                    m.push_str(&format!("{}. {s}\n", i + 1));
+                } else {
+                    m.push_str(&format!("- {s}\n"));
+                }
+            }
+            m.push('\n');
+        };
+        list(&mut m, "Safety", &self.safety, false);
+        list(&mut m, "Steps", &self.steps, true);
+        list(&mut m, "Escalate", &self.escalate, false);
+        m
+    }
+
     /// The translation into `language`, if the knowledge base has one.
     pub fn translation(&self, language: &str) -> Option<&Translation> {
         self.translations.iter().find(|t| t.language == language)

@@ -183,6 +183,8 @@ pub struct DiagnoseEngine {
     /// Vocabulary entries by their first term (indexes into `vocab`, ascending).
     vocab_by_first: rustc_hash::FxHashMap<String, Vec<usize>>,
     settings: EngineSettings,
+    /// When this engine was built (the knowledge base's "loaded at").
+    built_at: std::time::SystemTime,
 }
 
 /// The engine in use, swapped as a whole when the knowledge base is reloaded: each request takes
@@ -329,6 +331,7 @@ impl DiagnoseEngine {
             vocab_by_first,
             vocab,
             settings,
+            built_at: std::time::SystemTime::now(),
         }
     }
 
@@ -340,6 +343,16 @@ impl DiagnoseEngine {
     /// The asset register in use.
     pub fn assets(&self) -> &AssetRegister {
         &self.assets
+    }
+
+    /// When the engine was built from its knowledge.
+    pub fn built_at(&self) -> std::time::SystemTime {
+        self.built_at
+    }
+
+    /// The document with this id.
+    pub fn document(&self, id: &str) -> Option<&Document> {
+        self.docs.iter().find(|d| d.id == id)
     }
 
     /// The documents.

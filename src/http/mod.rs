@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Authenticator;
+use crate::auth::AuthCell;
 use crate::config::{LlmPrices, ServerConfig};
 use crate::diagnose::EngineCell;
 use crate::llm::LlmClient;
@@ -38,7 +38,8 @@ pub struct AppState {
     pub server: ServerConfig,
     /// The diagnose engine; replaced as a whole on reload.
     pub engine: EngineCell,
-    pub auth: Authenticator,
+    /// Accepted tokens; follows the tokens file.
+    pub auth: AuthCell,
     pub metrics: Arc<Metrics>,
     pub recent: RecentAnswers,
     pub llm: Option<LlmClient>,
@@ -48,6 +49,11 @@ pub struct AppState {
     /// The telemetry spool, when a sink drains one: `/ready` reports its disk state.
     pub spool: Option<Arc<Spool>>,
     pub started: Instant,
+    /// `identity.gateway_id` and `identity.site_plant_id`, for the status page.
+    pub gateway_id: String,
+    pub site: String,
+    /// The configured sinks, by name.
+    pub sinks: Vec<&'static str>,
 }
 
 impl AppState {

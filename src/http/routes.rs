@@ -133,6 +133,11 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp {
         if let Ok(v) = HeaderValue::from_str(&format!("{ms:.2}")) {
             h.insert("x-response-time-ms", v);
         }
+        // No response is ever to be read as another type than it says (pages, JSON, errors).
+        h.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
     }
     let m = &state.metrics;
     let method_label = match method {
@@ -203,8 +208,53 @@ fn route_name(path: &str) -> &'static str {
         "/health" => "/health",
         "/ready" => "/ready",
         "/metrics" => "/metrics",
+        "/v1/status" => "/v1/status",
+        "/v1/assets" => "/v1/assets",
+        p if p.starts_with("/v1/documents/") => "/v1/documents",
+        p if crate::console::find(p).is_some() => {
+            if p.starts_with("/assets/") {
+                "/assets"
+            } else if p.starts_with("/status") {
+                "/status"
+            } else {
+                "/"
+            }
+        }
         _ => "none",
     }
+}
+
+/// An embedded page or asset with the security and cache headers (304 when the browser's copy
+/// is current).
+fn page(asset: &'static crate::console::Asset, headers: &HeaderMap, head: bool) -> Resp {
+    use hyper::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
+    let fresh = headers
+        .get(IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == asset.etag));
+    let body = if fresh || head {
+        Bytes::new()
+    } else {
+        Bytes::from_static(asset.body)
+    };
+    let mut r = Response::new(Full::new(body));
+    if fresh {
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+    }
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+    h.insert(ETAG, HeaderValue::from_static(asset.etag));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(crate::console::CSP),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    if head && !fresh {
+        h.insert(CONTENT_LENGTH, HeaderValue::from(asset.body.len()));
+    }
+    r
 }
 
 async fn dispatch(
@@ -233,10 +283,167 @@ async fn dispatch(
             ctx.agent = Some(agent::FEEDBACK);
             feedback(state, req, trace, ctx).await
         }
-        "/health" | "/ready" | "/metrics" => Err(ApiError::MethodNotAllowed("GET, HEAD")),
+        "/v1/status" if get => Ok(status(state, req.headers())),
+        "/v1/assets" if get => {
+            authenticate(state, req.headers(), ctx)?;
+            Ok(assets(state))
+        }
+        p if get && p.starts_with("/v1/documents/") => {
+            authenticate(state, req.headers(), ctx)?;
+            document(state, &p["/v1/documents/".len()..])
+        }
+        p if get && crate::console::find(p).is_some() => Ok(page(
+            crate::console::find(p).expect("checked"),
+            req.headers(),
+            req.method() == Method::HEAD,
+        )),
+        "/health" | "/ready" | "/metrics" | "/v1/status" | "/v1/assets" => {
+            Err(ApiError::MethodNotAllowed("GET, HEAD"))
+        }
+        p if p.starts_with("/v1/documents/") || crate::console::find(p).is_some() => {
+            Err(ApiError::MethodNotAllowed("GET, HEAD"))
+        }
         "/v1/diagnose" | "/v1/feedback" => Err(ApiError::MethodNotAllowed("POST")),
         other => Err(ApiError::NotFound(other.chars().take(128).collect())),
     }
+}
+
+/// `GET /v1/status`: the gateway's state for plant IT and the status page. Without a valid token
+/// it shows nothing sensitive (ids, version, counts, link states, backlog sizes); with one it adds
+/// the sinks' last error texts (which name hosts and URLs) and the recent warnings.
+fn status(state: &AppState, headers: &HeaderMap) -> Resp {
+    let authed = state
+        .auth
+        .verify(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))
+        .is_ok();
+    let engine = state.engine.get();
+    let rfc =
+        |ms: i64| crate::logging::rfc3339(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64));
+    let now_ms = crate::spool::now_ms();
+    let backlog = state
+        .spool
+        .as_ref()
+        .map(|s| s.backlog())
+        .unwrap_or_default();
+    let files = state
+        .spool
+        .as_ref()
+        .map(|s| crate::sinks::read_states(s.dir()))
+        .unwrap_or_default();
+    let m = &state.metrics.sink;
+    let sinks: Vec<serde_json::Value> = state
+        .sinks
+        .iter()
+        .map(|&name| {
+            let file = files.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+            let link = if m.auth_failed.with_label_values(&[name]).get() == 1 {
+                "auth_failed"
+            } else if m.up.with_label_values(&[name]).get() == 1 {
+                "online"
+            } else if file.is_some() {
+                "offline"
+            } else {
+                "unknown"
+            };
+            let last_success = m.last_success.with_label_values(&[name]).get();
+            let b = backlog.iter().find(|b| b.sink == name);
+            let mut v = json!({
+                "name": name,
+                "link": link,
+                "since": file.and_then(|f| f["since_ms"].as_i64()).map(rfc),
+                "backlog_records": b.map_or(0, |b| b.pending_records),
+                "backlog_bytes": b.map_or(0, |b| b.pending_bytes),
+                "oldest_pending_age_seconds": b
+                    .and_then(|b| b.oldest_pending_ts_ms)
+                    .map(|t| ((now_ms - t).max(0) as f64 / 1000.0 * 10.0).round() / 10.0),
+                "last_success": (last_success > 0.0).then(|| rfc((last_success * 1000.0) as i64)),
+            });
+            if authed {
+                v["last_error"] = json!(file.and_then(|f| f["last_error"].as_str()).unwrap_or(""));
+            }
+            v
+        })
+        .collect();
+    let spool = state.spool.as_ref().map(|s| {
+        let u = s.usage();
+        json!({
+            "bytes": u.bytes,
+            "max_bytes": u.max_bytes,
+            "free_disk_bytes": u.free_disk_bytes,
+            "min_free_bytes": u.min_free_bytes,
+            "write_blocked": u.write_blocked,
+        })
+    });
+    let started = SystemTime::now()
+        .checked_sub(state.started.elapsed())
+        .unwrap_or(UNIX_EPOCH);
+    let mut out = json!({
+        "gateway_id": state.gateway_id,
+        "site": state.site,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "started_at": crate::logging::rfc3339(started),
+        "authenticated": authed,
+        "knowledge_base": {
+            "documents": engine.len(),
+            "loaded_at": crate::logging::rfc3339(engine.built_at()),
+            "languages": engine.lexicon().languages.iter().map(|l| l.code.as_str()).collect::<Vec<_>>(),
+            "assets": engine.assets().listed().len(),
+        },
+        "sinks": sinks,
+        "spool": spool,
+    });
+    if authed {
+        let warnings: Vec<serde_json::Value> = crate::logging::recent_warnings()
+            .iter()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|mut v| {
+                let ts = v["timestamp"].take();
+                let level = v["level"].take();
+                let event = v["event"].take();
+                let detail: Vec<String> = v
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| {
+                        !["timestamp", "level", "event", "target"].contains(&k.as_str())
+                    })
+                    .map(|(k, x)| match x.as_str() {
+                        Some(s) => format!("{k}={s}"),
+                        None => format!("{k}={x}"),
+                    })
+                    .collect();
+                json!({"ts": ts, "level": level, "event": event, "detail": detail.join(" ")})
+            })
+            .collect();
+        out["warnings"] = json!(warnings);
+    }
+    json_response(StatusCode::OK, &out)
+}
+
+/// `GET /v1/assets`: the asset register's listed ids, for the console's equipment picker.
+fn assets(state: &AppState) -> Resp {
+    let engine = state.engine.get();
+    json_response(StatusCode::OK, &json!({"assets": engine.assets().listed()}))
+}
+
+/// `GET /v1/documents/{id}`: one SOP as the engine knows it (step numbers match citations).
+fn document(state: &AppState, id: &str) -> Result<Resp, ApiError> {
+    let engine = state.engine.get();
+    let d = engine
+        .document(id)
+        .ok_or_else(|| ApiError::NotFound(id.chars().take(128).collect()))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "id": d.id,
+            "title": d.title,
+            "equipment": d.equipment,
+            "translations": d.translations.iter().map(|t| t.language.as_str()).collect::<Vec<_>>(),
+            "markdown": d.to_markdown(),
+        }),
+    ))
 }
 
 fn health(state: &AppState) -> Resp {
@@ -278,7 +485,7 @@ fn authenticate(state: &AppState, headers: &HeaderMap, ctx: &mut Ctx) -> Result<
         .auth
         .verify(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))
         .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-    ctx.user_id = Some(user.to_string());
+    ctx.user_id = Some(user);
     Ok(())
 }
 

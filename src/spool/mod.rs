@@ -169,7 +169,22 @@ pub struct Backlog {
     pub sink: String,
     pub acked: u64,
     pub pending_records: u64,
+    /// Bytes of the pending records on disk (exact at segment starts, otherwise rounded up to
+    /// the nearest index entry, at most 64 records more).
+    pub pending_bytes: u64,
     pub oldest_pending_ts_ms: Option<i64>,
+}
+
+/// The spool's disk use against its bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub min_free_bytes: u64,
+    /// Free space on the spool's file system (None when it cannot be read).
+    pub free_disk_bytes: Option<u64>,
+    /// Appends are being refused (disk below the floor or failing).
+    pub write_blocked: bool,
 }
 
 /// The spool. Cheap to share (`Arc`); all methods take `&self`.
@@ -788,9 +803,22 @@ impl Spool {
                 sink: name.clone(),
                 acked: c.acked,
                 pending_records: g.segments.iter().map(|s| pending_in(s, c.acked)).sum(),
+                pending_bytes: g.segments.iter().map(|s| pending_bytes(s, c.acked)).sum(),
                 oldest_pending_ts_ms: oldest_pending_ts(&g.segments, c.acked),
             })
             .collect()
+    }
+
+    /// Disk use against the configured bounds.
+    pub fn usage(&self) -> Usage {
+        let g = self.lock();
+        Usage {
+            bytes: g.total_bytes,
+            max_bytes: g.cfg.max_bytes,
+            min_free_bytes: g.cfg.min_free_bytes,
+            free_disk_bytes: free_bytes(&g.dir),
+            write_blocked: g.disk.fault.is_some(),
+        }
     }
 
     /// The spool directory (sinks keep their state files under it).
@@ -812,6 +840,22 @@ fn pending_in(s: &SegmentMeta, acked: u64) -> u64 {
     } else {
         // Sequence numbers inside a segment are contiguous except where damage was cut out.
         (s.last_seq - acked).min(s.records)
+    }
+}
+
+fn pending_bytes(s: &SegmentMeta, acked: u64) -> u64 {
+    if s.records == 0 || s.last_seq <= acked {
+        0
+    } else if s.first_seq > acked {
+        s.bytes
+    } else {
+        let from = s
+            .index
+            .iter()
+            .rev()
+            .find(|(seq, _, _)| *seq <= acked + 1)
+            .map_or(0, |e| e.1);
+        s.bytes.saturating_sub(from)
     }
 }
 

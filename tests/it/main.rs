@@ -3,6 +3,7 @@
 mod alerts;
 mod api;
 mod common;
+mod console;
 mod engine;
 mod faults;
 mod metrics;
