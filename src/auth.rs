@@ -99,7 +99,16 @@ pub fn read_tokens_file(path: &Path, required: bool) -> Result<Vec<TokenEntry>, 
         Ok(text) => {
             crate::config::parse_token_lines(&text).map_err(|e| format!("{}: {e}", path.display()))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Vec::new()),
+        // Missing, or under a state directory that is not one (reported by its own check).
+        Err(e)
+            if !required
+                && matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+        {
+            Ok(Vec::new())
+        }
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }

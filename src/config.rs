@@ -181,8 +181,7 @@ pub struct RawAuth {
     /// Inline tokens: `[[auth.tokens]] user_id = "...", sha256 = "<hex of the token>"`.
     pub tokens: Vec<RawToken>,
     /// A file with `user_id:sha256hex` lines that `copilot-edge token` manages and the agent
-    /// follows (empty: `<state_dir>/tokens`). The `api-tokens` credential is read as well when
-    /// this is empty.
+    /// follows (empty: `<state_dir>/tokens`). The `api-tokens` credential is read as well.
     pub tokens_file: String,
 }
 
@@ -1201,12 +1200,10 @@ impl RawConfig {
                 ),
             }
         }
-        if self.auth.tokens_file.is_empty() {
-            if let Some(text) = env.credential("api-tokens") {
-                match parse_token_lines(&text) {
-                    Ok(mut t) => tokens.append(&mut t),
-                    Err(e) => c.fail("credential api-tokens", e),
-                }
+        if let Some(text) = env.credential("api-tokens") {
+            match parse_token_lines(&text) {
+                Ok(mut t) => tokens.append(&mut t),
+                Err(e) => c.fail("credential api-tokens", e),
             }
         }
         let fixed_tokens = tokens.clone();
