@@ -457,6 +457,30 @@ class ConsoleE2E:
 
     # ------------------------------------------------------------------ checks
 
+    def check_languages(self):
+        """Labels follow the browser's language: English, German, Spanish."""
+        self.d.get(self.url + "/")
+        self.wait_shown("#signin-btn")
+        seen = {"en": (self.d.execute_script("return document.documentElement.lang;"),
+                       self.text("#signin-btn"), self.text("label[for=token]"))}
+        for code, accept in (("de", "de-DE,de"), ("es", "es-ES,es")):
+            d = make_driver(accept)
+            try:
+                d.get(self.url + "/")
+                WebDriverWait(d, WAIT_S).until(
+                    lambda drv: drv.find_element(By.CSS_SELECTOR, "#signin-btn").is_displayed())
+                seen[code] = (d.execute_script("return document.documentElement.lang;"),
+                              d.find_element(By.CSS_SELECTOR, "#signin-btn").text.strip(),
+                              d.find_element(By.CSS_SELECTOR, "label[for=token]").text.strip())
+            finally:
+                d.quit()
+        for code, (lang, button, label) in seen.items():
+            if not lang.startswith(code) or not button or not label:
+                raise CheckFailed(f"{code}: html lang {lang!r}, button {button!r}, label {label!r}")
+        if len({v[1] for v in seen.values()}) != 3 or len({v[2] for v in seen.values()}) != 3:
+            raise CheckFailed(f"labels not translated: {seen}")
+        note(f"languages: {seen}")
+
     def check_wrong_token(self):
         self.d.get(self.url + "/")
         self.wait_shown("#view-signin")
@@ -931,6 +955,7 @@ class ConsoleE2E:
                   seen=lambda: f"row {self.sink_row()}", where=where)
 
     CHECKS = [
+        ("languages", "check_languages", ["#view-signin"]),
         ("wrong_token", "check_wrong_token", ["#view-signin"]),
         ("sign_in", "check_sign_in", ["#view-signin", "#view-ask"]),
         ("ask_answer", "check_ask_answer", ["#state", "#answer"]),
@@ -1010,12 +1035,12 @@ class ConsoleE2E:
         return 0
 
 
-def make_driver():
+def make_driver(accept="en-US,en"):
     opts = webdriver.ChromeOptions()
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--lang=en-US", "--window-size=1024,768"):
+                "--lang=" + accept.split(",")[0], "--window-size=1024,768"):
         opts.add_argument(arg)
-    opts.add_experimental_option("prefs", {"intl.accept_languages": "en-US,en"})
+    opts.add_experimental_option("prefs", {"intl.accept_languages": accept})
     # leave alerts open so that the XSS check can see them (instead of auto-dismissing)
     opts.unhandled_prompt_behavior = "ignore"
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
