@@ -6,7 +6,6 @@
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -215,19 +214,5 @@ fn shipped_stack_fires_routes_and_dashboard_queries_work() {
 
     // Every dashboard query runs without error; the core panels have data.
     let require = r"^(P95 latency|Hallucination rate|Average feedback|Requests / s|Latency P50 / P95 / P99|Requests per second by status code|Token rate by direction|Top equipment|LLM fallbacks by reason|User feedback|Gateway up|Sink status|Spool backlog \(records\)|Memory \(RSS\)|Agent versions|Hallucination ratio by plant \(recorded\)|P95 latency by plant \(recorded\)|GenAI operation duration P95 by operation and model)$";
-    let out = Command::new(repo().join("tests/dashboard-queries"))
-        .arg(prom.url())
-        .args(["--require-data", require])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "dashboard queries failed:\n{text}");
-    assert!(
-        text.contains("dashboard-queries:") && text.contains(" 0 failed"),
-        "{text}"
-    );
+    assert_dashboard_queries(&prom.url(), require);
 }

@@ -13,3 +13,4 @@ mod report;
 mod soak;
 mod spool;
 mod tls;
+mod victoria;

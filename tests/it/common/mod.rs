@@ -429,3 +429,25 @@ pub fn appended(a: &Agent) -> u64 {
         })
         .sum()
 }
+
+/// Runs every query of the shipped dashboard against a Prometheus-API store
+/// (`tests/dashboard-queries`), requiring data on the panels whose titles match `require`; panics
+/// with the script's report when a query fails or a required panel is empty.
+pub fn assert_dashboard_queries(store_url: &str, require: &str) {
+    let out = Command::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard-queries"),
+    )
+    .arg(store_url)
+    .args(["--require-data", require])
+    .output()
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("dashboard-queries:") && text.contains(" 0 failed"),
+        "dashboard queries against {store_url} failed:\n{text}"
+    );
+}

@@ -403,3 +403,46 @@ impl Drop for FakeLlm {
         let _ = std::net::TcpStream::connect(self.addr);
     }
 }
+
+/// A single-node VictoriaMetrics (Debian's `victoria-metrics`) storing under `data` (kept across
+/// restarts). Queries see samples at once (no latency offset), as a test needs.
+pub fn victoria_metrics_on(port: u16, data: &Path) -> Service {
+    std::fs::create_dir_all(data).unwrap();
+    let args = [
+        format!("-httpListenAddr=127.0.0.1:{port}"),
+        format!("-storageDataPath={}", data.display()),
+        "-retentionPeriod=1".to_string(),
+        "-search.latencyOffset=0s".to_string(),
+        "-search.disableCache".to_string(),
+        "-loggerLevel=ERROR".to_string(),
+    ];
+    let s = spawn(
+        "victoria-metrics",
+        "victoria-metrics",
+        &args,
+        port,
+        TempDir::new("vm"),
+    );
+    wait_listening(port, "victoria-metrics listening");
+    s
+}
+
+/// vmalert evaluating `rule_files` against VictoriaMetrics at `vm`, writing recording-rule
+/// results back to it and sending alerts to `alertmanager`.
+pub fn vmalert(vm: &str, alertmanager: &str, rule_files: &[PathBuf]) -> Service {
+    let port = free_port();
+    let mut args = vec![
+        format!("-httpListenAddr=127.0.0.1:{port}"),
+        format!("-datasource.url={vm}"),
+        format!("-remoteWrite.url={vm}"),
+        format!("-remoteRead.url={vm}"),
+        format!("-notifier.url={alertmanager}"),
+        "-evaluationInterval=2s".to_string(),
+        "-remoteWrite.flushInterval=1s".to_string(),
+        "-loggerLevel=ERROR".to_string(),
+    ];
+    args.extend(rule_files.iter().map(|f| format!("-rule={}", f.display())));
+    let s = spawn("vmalert", "vmalert", &args, port, TempDir::new("vmalert"));
+    wait_listening(port, "vmalert listening");
+    s
+}
