@@ -45,10 +45,9 @@ pub struct Analysis {
 /// Per-engine analysis state built from the lexicon and the knowledge base's vocabulary.
 pub struct QueryAnalyzer {
     pub lexicon: Lexicon,
-    /// Per language, per `[terms]` phrase: English retrieval terms of its value.
-    values: Vec<Vec<Vec<String>>>,
-    /// Per language, per phrase: the value's symptom stream (with [`NOT`]).
-    value_symptoms: Vec<Vec<Vec<String>>>,
+    /// Per language, per `[terms]` phrase: the value's symptom stream, its English retrieval
+    /// terms with [`NOT`] where a negator stood (the retrieval terms are this without [`NOT`]).
+    value_symptoms: Vec<Vec<Box<[Box<str>]>>>,
     /// English stems of fault words (dropped when negated).
     fault: HashSet<String>,
     /// English stems of the knowledge base's equipment names.
@@ -108,16 +107,22 @@ impl QueryAnalyzer {
         equipment_names: impl IntoIterator<Item = &'a str>,
     ) -> QueryAnalyzer {
         let en = lexicon.en();
-        // Per language, per phrase: the value as retrieval terms and as a symptom stream.
-        let per_value = |f: fn(&Language, &str) -> Vec<String>| -> Vec<Vec<Vec<String>>> {
-            lexicon
-                .languages
-                .iter()
-                .map(|l| l.terms.list.iter().map(|p| f(en, &p.value)).collect())
-                .collect()
-        };
-        let values = per_value(english_terms);
-        let value_symptoms = per_value(english_symptom_terms);
+        let value_symptoms = lexicon
+            .languages
+            .iter()
+            .map(|l| {
+                l.terms
+                    .list
+                    .iter()
+                    .map(|p| {
+                        english_symptom_terms(en, &p.value)
+                            .into_iter()
+                            .map(String::into_boxed_str)
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
         let fault = lexicon
             .languages
             .iter()
@@ -150,7 +155,6 @@ impl QueryAnalyzer {
             function_stems,
             kb_speller,
             lang_spellers,
-            values,
             value_symptoms,
             fault,
             equipment,
@@ -285,15 +289,15 @@ impl QueryAnalyzer {
                     negated: bool,
                     items: &mut Vec<Item>,
                     sym: &mut Vec<(u16, String, bool)>| {
-            for s in &self.values[li][id as usize] {
-                items.push(Item {
-                    stem: s.clone(),
-                    clause,
-                    negated,
-                });
-            }
-            for s in &self.value_symptoms[li][id as usize] {
-                sym.push((clause, s.clone(), negated));
+            for s in self.value_symptoms[li][id as usize].iter() {
+                if &**s != NOT {
+                    items.push(Item {
+                        stem: s.to_string(),
+                        clause,
+                        negated,
+                    });
+                }
+                sym.push((clause, s.to_string(), negated));
             }
         };
         while i < toks.len() {

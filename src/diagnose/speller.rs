@@ -19,10 +19,12 @@ pub const TWO_EDITS_LEN: usize = 8;
 /// A dictionary of words, each with a payload (what the word stands for).
 pub struct Speller<T> {
     words: Vec<(Box<str>, T)>,
-    /// (hash of a word or of one of its one-deletion variants, word id), sorted. Only hashes are
-    /// kept (12 bytes an entry instead of a string and a list): a collision can only add a
-    /// candidate, and every candidate is confirmed with the real edit distance.
-    deletes: Vec<(u64, u32)>,
+    /// Hashes of every word and of its one-deletion variants, sorted, and beside them the id of
+    /// the word each came from. Only hashes are kept (12 bytes an entry instead of a string and
+    /// a list): a collision can only add a candidate, and every candidate is confirmed with the
+    /// real edit distance.
+    hashes: Vec<u64>,
+    ids: Vec<u32>,
 }
 
 fn key(s: &str) -> u64 {
@@ -47,8 +49,10 @@ impl<T: Clone> Speller<T> {
     pub fn new(words: impl IntoIterator<Item = (String, T)>) -> Speller<T> {
         let mut s = Speller {
             words: Vec::new(),
-            deletes: Vec::new(),
+            hashes: Vec::new(),
+            ids: Vec::new(),
         };
+        let mut pairs: Vec<(u64, u32)> = Vec::new();
         let mut seen = rustc_hash::FxHashSet::default();
         let mut variants = Vec::new();
         for (w, payload) in words {
@@ -60,13 +64,13 @@ impl<T: Clone> Speller<T> {
             deletes_of(&w, &mut variants);
             variants.push(w.clone());
             for v in variants.drain(..) {
-                s.deletes.push((key(&v), id));
+                pairs.push((key(&v), id));
             }
             s.words.push((w.into_boxed_str(), payload));
         }
-        s.deletes.sort_unstable();
-        s.deletes.dedup();
-        s.deletes.shrink_to_fit();
+        pairs.sort_unstable();
+        pairs.dedup();
+        (s.hashes, s.ids) = pairs.into_iter().unzip();
         s.words.shrink_to_fit();
         s
     }
@@ -74,11 +78,9 @@ impl<T: Clone> Speller<T> {
     /// Ids of the words that have `variant` among their variants (and a few collisions).
     fn ids(&self, variant: &str) -> impl Iterator<Item = u32> + '_ {
         let k = key(variant);
-        let from = self.deletes.partition_point(|e| e.0 < k);
-        self.deletes[from..]
-            .iter()
-            .take_while(move |e| e.0 == k)
-            .map(|e| e.1)
+        let from = self.hashes.partition_point(|&h| h < k);
+        let to = from + self.hashes[from..].partition_point(|&h| h == k);
+        self.ids[from..to].iter().copied()
     }
 
     /// Number of dictionary words.
