@@ -353,6 +353,7 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
         sinks: configured_sinks(&cfg),
     });
 
+    let stop_signal = StopSignal::install();
     let listener = TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
@@ -431,7 +432,7 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
     ));
     tracker.close();
 
-    wait_for_signal().await;
+    stop_signal.wait().await;
     info!("shutdown_started");
     notifier.notify("STOPPING=1");
     shutdown.cancel();
@@ -594,18 +595,41 @@ async fn run_snapshots(
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM and SIGINT, installed before the server answers its first request: a stop that
+/// arrives right after `/ready` said 200 is a clean stop, not the default action of the signal.
+struct StopSignal {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignal {
+    fn install() -> StopSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let install = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                error!(error = %e, signal = name, "cannot install the stop signal handler");
+                None
+            }
+        };
+        StopSignal {
+            term: install(SignalKind::terminate(), "SIGTERM"),
+            int: install(SignalKind::interrupt(), "SIGINT"),
+        }
+    }
+
+    async fn wait(mut self) {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
         }
-        Err(e) => {
-            error!(error = %e, "cannot install SIGTERM handler; only SIGINT will stop the agent");
-            let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = recv(&mut self.term) => {}
+            _ = recv(&mut self.int) => {}
         }
     }
 }
