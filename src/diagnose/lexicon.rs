@@ -97,7 +97,7 @@ pub struct Phrase {
     /// The key as written in the file (for explanations).
     pub key: String,
     /// Stems of the key's words, in the language's stemmer.
-    pub stems: Vec<String>,
+    pub stems: Box<[Box<str>]>,
     /// The English value (empty for out-of-scope objects).
     pub value: String,
 }
@@ -116,7 +116,10 @@ impl PhraseTable {
         order.sort_by_key(|&i| std::cmp::Reverse(self.list[i as usize].stems.len()));
         for i in order {
             let p = &self.list[i as usize];
-            self.by_first.entry(p.stems[0].clone()).or_default().push(i);
+            self.by_first
+                .entry(p.stems[0].to_string())
+                .or_default()
+                .push(i);
         }
     }
 
@@ -125,9 +128,7 @@ impl PhraseTable {
         let first = stems.first()?;
         for &id in self.by_first.get(*first)? {
             let p = &self.list[id as usize];
-            if p.stems.len() <= stems.len()
-                && p.stems.iter().zip(stems).all(|(a, b)| a.as_str() == *b)
-            {
+            if p.stems.len() <= stems.len() && p.stems.iter().zip(stems).all(|(a, b)| &**a == *b) {
                 return Some((id, p.stems.len()));
             }
         }
@@ -184,8 +185,11 @@ impl Language {
         }
     }
 
-    fn phrase_stems(&self, text: &str) -> Vec<String> {
-        tokens(text).iter().map(|t| self.stem(&t.text)).collect()
+    fn phrase_stems(&self, text: &str) -> Box<[Box<str>]> {
+        tokens(text)
+            .iter()
+            .map(|t| self.stem(&t.text).into_boxed_str())
+            .collect()
     }
 
     fn new(f: &LangFile, file: &str) -> Result<Language, LexiconError> {
@@ -267,6 +271,14 @@ impl Language {
         word_set(&f.clause_breaks, &mut self.breaks, "clause_breaks")?;
         self.fault
             .extend(f.fault_words.iter().map(|w| fold(w.trim())));
+        // Keys with the same stems are one entry (a later one replaces it).
+        let mut by_stems: HashMap<Box<[Box<str>]>, usize> = self
+            .terms
+            .list
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.stems.clone(), i))
+            .collect();
         for (k, v) in &f.terms {
             let stems = self.phrase_stems(k);
             if stems.is_empty() || stems.len() > MAX_PHRASE {
@@ -282,12 +294,13 @@ impl Language {
                 stems,
                 value: v.trim().to_string(),
             };
-            let id = match self.terms.list.iter().position(|p| p.stems == phrase.stems) {
-                Some(i) => {
+            let id = match by_stems.get(&phrase.stems) {
+                Some(&i) => {
                     self.terms.list[i] = phrase;
                     i
                 }
                 None => {
+                    by_stems.insert(phrase.stems.clone(), self.terms.list.len());
                     self.terms.list.push(phrase);
                     self.terms.list.len() - 1
                 }
