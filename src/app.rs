@@ -469,13 +469,11 @@ struct Telemetry {
 
 impl Telemetry {
     fn start(cfg: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Telemetry> {
-        let mut sinks: Vec<&str> = Vec::new();
-        if cfg.mqtt.is_some() {
-            sinks.push(crate::sinks::mqtt::NAME);
-        }
-        if cfg.remote_write.is_some() {
-            sinks.push(crate::sinks::remote_write::NAME);
-        }
+        // The sinks that drain the spool (the Pushgateway only ever takes the newest values).
+        let sinks: Vec<&str> = configured_sinks(cfg)
+            .into_iter()
+            .filter(|&s| s != crate::sinks::pushgateway::NAME)
+            .collect();
         let spool = Spool::open(&cfg.spool, &sinks, metrics.clone()).context("spool")?;
         if sinks.is_empty() {
             // Nothing would ever drain it: keep the directory (for `spool status`), spool nothing.

@@ -154,15 +154,20 @@ pub enum TokenCmdError {
 
 /// The tokens file's lines and entries (entries keep their comment line, if any).
 fn load_lines(path: &Path) -> Result<Vec<String>, TokenCmdError> {
-    read_tokens_file(path, false).map_err(TokenCmdError::File)?;
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(t.lines().map(str::to_string).collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(TokenCmdError::File(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
-    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(TokenCmdError::File(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    // A file that does not parse is not edited further (the agent would not accept it either).
+    crate::config::parse_token_lines(&text)
+        .map_err(|e| TokenCmdError::File(format!("{}: {e}", path.display())))?;
+    Ok(text.lines().map(str::to_string).collect())
 }
 
 fn entry_name(line: &str) -> Option<&str> {

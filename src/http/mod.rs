@@ -59,10 +59,11 @@ pub struct AppState {
 impl AppState {
     /// Readiness checks: (name, ok, detail).
     pub fn readiness(&self) -> Vec<(&'static str, bool, String)> {
+        let engine = self.engine.get();
         let mut v = vec![(
             "knowledge_base",
-            !self.engine.get().is_empty(),
-            format!("{} documents", self.engine.get().len()),
+            !engine.is_empty(),
+            format!("{} documents", engine.len()),
         )];
         for (name, dir) in &self.writable_dirs {
             let probe = dir.join(format!(".ready-probe-{}", std::process::id()));

@@ -292,19 +292,16 @@ async fn dispatch(
             authenticate(state, req.headers(), ctx)?;
             document(state, &p["/v1/documents/".len()..])
         }
-        p if get && crate::console::find(p).is_some() => Ok(page(
-            crate::console::find(p).expect("checked"),
-            req.headers(),
-            req.method() == Method::HEAD,
-        )),
         "/health" | "/ready" | "/metrics" | "/v1/status" | "/v1/assets" => {
             Err(ApiError::MethodNotAllowed("GET, HEAD"))
         }
-        p if p.starts_with("/v1/documents/") || crate::console::find(p).is_some() => {
-            Err(ApiError::MethodNotAllowed("GET, HEAD"))
-        }
+        p if p.starts_with("/v1/documents/") => Err(ApiError::MethodNotAllowed("GET, HEAD")),
         "/v1/diagnose" | "/v1/feedback" => Err(ApiError::MethodNotAllowed("POST")),
-        other => Err(ApiError::NotFound(other.chars().take(128).collect())),
+        other => match crate::console::find(other) {
+            Some(asset) if get => Ok(page(asset, req.headers(), req.method() == Method::HEAD)),
+            Some(_) => Err(ApiError::MethodNotAllowed("GET, HEAD")),
+            None => Err(ApiError::NotFound(other.chars().take(128).collect())),
+        },
     }
 }
 
