@@ -443,6 +443,21 @@ pub struct RawMqtt {
     pub tls_ca_file: String,
     pub tls_cert_file: String,
     pub tls_key_file: String,
+    /// Sparkplug B identities (`format = "sparkplug_b"`).
+    pub sparkplug: RawSparkplug,
+}
+
+/// `[sinks.mqtt.sparkplug]`
+#[derive(Debug, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSparkplug {
+    /// Group id; empty = `identity.site_plant_id`.
+    pub group_id: String,
+    /// Edge node id; empty = `identity.gateway_id`.
+    pub edge_node_id: String,
+    /// Primary host application id: when set, nothing is published while its STATE is not
+    /// online (store and forward); empty = no primary host.
+    pub primary_host_id: String,
 }
 
 impl Default for RawMqtt {
@@ -465,6 +480,7 @@ impl Default for RawMqtt {
             tls_ca_file: String::new(),
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
+            sparkplug: RawSparkplug::default(),
         }
     }
 }
@@ -671,6 +687,16 @@ pub enum MqttFormat {
     Prometheus,
     /// One JSON document per record.
     Json,
+    /// Sparkplug B: the gateway is an edge node (NBIRTH/NDATA/NDEATH), logs stay JSON.
+    SparkplugB,
+}
+
+/// Sparkplug B identities of the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SparkplugConfig {
+    pub group_id: String,
+    pub edge_node_id: String,
+    pub primary_host_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -682,6 +708,8 @@ pub struct MqttSinkConfig {
     pub password: Option<Secret>,
     pub topic_prefix: String,
     pub format: MqttFormat,
+    /// Set when `format = "sparkplug_b"`.
+    pub sparkplug: Option<SparkplugConfig>,
     pub keep_alive: Duration,
     pub max_packet_bytes: usize,
     pub max_inflight: u16,
@@ -1390,14 +1418,38 @@ impl RawConfig {
             let format = match mq.format.as_str() {
                 "prometheus" => MqttFormat::Prometheus,
                 "json" => MqttFormat::Json,
+                "sparkplug_b" => MqttFormat::SparkplugB,
                 other => {
                     c.fail(
                         "sinks.mqtt.format",
-                        format!("`{other}` is not one of prometheus, json"),
+                        format!("`{other}` is not one of prometheus, json, sparkplug_b"),
                     );
                     MqttFormat::Prometheus
                 }
             };
+            let sp = &mq.sparkplug;
+            for (key, v) in [
+                ("sinks.mqtt.sparkplug.group_id", &sp.group_id),
+                ("sinks.mqtt.sparkplug.edge_node_id", &sp.edge_node_id),
+                ("sinks.mqtt.sparkplug.primary_host_id", &sp.primary_host_id),
+            ] {
+                if !v.is_empty() && !is_valid_id(v) {
+                    c.fail(key, "must be 1-64 characters of [A-Za-z0-9-_.:]");
+                }
+            }
+            let or = |v: &str, d: &str| {
+                if v.is_empty() {
+                    d.to_string()
+                } else {
+                    v.to_string()
+                }
+            };
+            let sparkplug = (format == MqttFormat::SparkplugB).then(|| SparkplugConfig {
+                group_id: or(&sp.group_id, &id.site_plant_id),
+                edge_node_id: or(&sp.edge_node_id, &id.gateway_id),
+                primary_host_id: (!sp.primary_host_id.is_empty())
+                    .then(|| sp.primary_host_id.clone()),
+            });
             let password = c.secret(
                 "sinks.mqtt.password",
                 &mq.password,
@@ -1425,6 +1477,7 @@ impl RawConfig {
                 password,
                 topic_prefix: mq.topic_prefix.trim_end_matches('/').to_string(),
                 format,
+                sparkplug,
                 keep_alive: Duration::from_secs(c.range(
                     "sinks.mqtt.keep_alive_secs",
                     mq.keep_alive_secs,
@@ -1610,6 +1663,34 @@ mod tests {
         let raw = parse(DEFAULT_CONFIG_TOML, "embedded").expect("default parses");
         assert_eq!(raw, RawConfig::default());
         validate(DEFAULT_CONFIG_TOML).expect("default validates");
+    }
+
+    #[test]
+    fn sparkplug_ids_default_to_the_identity() {
+        let c = validate("[identity]\ngateway_id = \"gw-9\"\nsite_plant_id = \"plant-3\"\n[sinks.mqtt]\nenabled = true\nformat = \"sparkplug_b\"\n").unwrap();
+        let sp = c.mqtt.unwrap().sparkplug.unwrap();
+        assert_eq!(
+            (sp.group_id.as_str(), sp.edge_node_id.as_str()),
+            ("plant-3", "gw-9")
+        );
+        assert_eq!(sp.primary_host_id, None);
+        let c = validate("[sinks.mqtt]\nenabled = true\nformat = \"sparkplug_b\"\n[sinks.mqtt.sparkplug]\ngroup_id = \"g\"\nprimary_host_id = \"scada\"\n").unwrap();
+        let sp = c.mqtt.unwrap().sparkplug.unwrap();
+        assert_eq!(
+            (sp.group_id.as_str(), sp.primary_host_id.as_deref()),
+            ("g", Some("scada"))
+        );
+        let e = validate("[sinks.mqtt]\nenabled = true\nformat = \"sparkplug_b\"\n[sinks.mqtt.sparkplug]\ngroup_id = \"a/b\"\n").unwrap_err();
+        assert!(
+            e.to_string().contains("sinks.mqtt.sparkplug.group_id"),
+            "{e}"
+        );
+        assert!(validate("[sinks.mqtt]\nenabled = true\n")
+            .unwrap()
+            .mqtt
+            .unwrap()
+            .sparkplug
+            .is_none());
     }
 
     #[test]

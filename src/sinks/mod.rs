@@ -16,6 +16,7 @@
 pub mod mqtt;
 pub mod pushgateway;
 pub mod remote_write;
+pub mod sparkplug;
 
 use std::time::Duration;
 
@@ -403,7 +404,7 @@ pub fn parse_samples(text: &str) -> Vec<Sample> {
     out
 }
 
-fn parse_labels(s: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn parse_labels(s: &str) -> Option<Vec<(String, String)>> {
     let mut labels = Vec::new();
     let mut chars = s.chars().peekable();
     loop {

@@ -12,6 +12,16 @@
 //! resends everything after the cursor (at-least-once: duplicates only for records whose PUBACK
 //! was lost).
 //!
+//! With `format = "sparkplug_b"` the metrics records go out as Sparkplug B (see
+//! [`super::sparkplug`]): NBIRTH after the connect (and after the primary host's STATE says online,
+//! when one is configured), NDATA per record, NDEATH as the will with the `bdSeq` of the birth
+//! (counted per connect, kept in `<spool>/sinks/mqtt.bdseq` across restarts) and before a clean
+//! disconnect; an NCMD `Node Control/Rebirth` is answered with a new NBIRTH; a STATE `online:
+//! false` of the primary host makes the node publish NDEATH and disconnect, and the records wait
+//! in the spool until the host is back (store and forward). Log records stay JSON on the logs
+//! topic. Deviation from the specification: NBIRTH and NDATA go out at QoS 1 (the spec asks for
+//! QoS 0), because the spool cursor only moves on the broker's PUBACK.
+//!
 //! Flow: at most `max_inflight` unacknowledged publishes. Records older than two snapshot
 //! intervals are backlog and are rate-limited to `backlog_records_per_sec`; while the backlog is
 //! being throttled, each new metrics snapshot is also published at once ("live first"), and
@@ -28,6 +38,7 @@ use rumqttc::{
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::sparkplug::{self, Node};
 use super::{log_json, metrics_json, prometheus_with_timestamps, Backoff, SinkError, SinkHealth};
 use crate::config::{MqttFormat, MqttSinkConfig};
 use crate::metrics::Metrics;
@@ -55,6 +66,12 @@ impl Topics {
             status: format!("{base}/status"),
         }
     }
+}
+
+/// Whether a record was queued, and how many births were queued before it (either way).
+struct Sent {
+    queued: bool,
+    births: usize,
 }
 
 enum End {
@@ -129,7 +146,7 @@ impl MqttSink {
                 &self.topics.metrics,
                 prometheus_with_timestamps(&r.payload, r.seq, r.ts_ms, &self.gateway_id),
             ),
-            (Kind::Metrics, MqttFormat::Json) => (
+            (Kind::Metrics, MqttFormat::Json | MqttFormat::SparkplugB) => (
                 &self.topics.metrics,
                 metrics_json(&r.payload, r.seq, r.ts_ms, &self.gateway_id, &self.site),
             ),
@@ -140,18 +157,13 @@ impl MqttSink {
         }
     }
 
-    fn options(&self) -> MqttOptions {
+    fn options(&self, will: LastWill) -> MqttOptions {
         let mut o = MqttOptions::new(&self.cfg.client_id, &self.cfg.host, self.cfg.port);
         o.set_keep_alive(self.cfg.keep_alive)
             .set_clean_session(false)
             .set_max_packet_size(self.cfg.max_packet_bytes, self.cfg.max_packet_bytes)
             .set_inflight(self.cfg.max_inflight)
-            .set_last_will(LastWill::new(
-                &self.topics.status,
-                status_payload("offline", &self.gateway_id, "connection_lost"),
-                QoS::AtLeastOnce,
-                true,
-            ));
+            .set_last_will(will);
         if let Some(tls) = &self.cfg.tls {
             o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
                 tls.0.clone(),
@@ -187,9 +199,67 @@ impl MqttSink {
         }
     }
 
+    /// The `bdSeq` of the next connect: counted per connect and kept across restarts, so the
+    /// will of an earlier process never matches the birth of a later one.
+    fn next_bd_seq(&self) -> u8 {
+        let path = self.spool.dir().join("sinks").join("mqtt.bdseq");
+        let bd: u8 = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        // Best effort: a full disk repeats a bdSeq, which a host reads as one more rebirth.
+        let _ = std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))
+            .and_then(|_| std::fs::write(&path, bd.wrapping_add(1).to_string()));
+        bd
+    }
+
+    /// The newest metrics snapshot in the spool: (seq, ts_ms, text).
+    fn latest_snapshot(&self) -> Option<(u64, i64, String)> {
+        let seq = self.spool.last_seq_of(Kind::Metrics)?;
+        let r = self.spool.read(seq - 1, 1, usize::MAX).ok()?.pop()?;
+        (r.seq == seq).then(|| {
+            (
+                r.seq,
+                r.ts_ms,
+                String::from_utf8_lossy(&r.payload).into_owned(),
+            )
+        })
+    }
+
+    /// Queues an NBIRTH; false when the request queue is full.
+    fn birth(&self, client: &AsyncClient, node: &mut Node, topics: &sparkplug::Topics) -> bool {
+        let latest = self.latest_snapshot();
+        let payload = node.birth(
+            latest.as_ref().map(|(s, t, x)| (*s, *t, x.as_str())),
+            now_ms(),
+        );
+        let ok = client
+            .try_publish(&topics.nbirth, QoS::AtLeastOnce, false, payload)
+            .is_ok();
+        if ok {
+            tracing::info!(sink = NAME, topic = %topics.nbirth, metrics = node.series(), "sparkplug_birth");
+        }
+        ok
+    }
+
     async fn session(&self, shutdown: &CancellationToken, health: &mut SinkHealth) -> End {
         let cap = self.cfg.max_inflight as usize + 16;
-        let (client, mut el) = AsyncClient::new(self.options(), cap);
+        let sp_topics = self.cfg.sparkplug.as_ref().map(|c| {
+            sparkplug::Topics::new(&c.group_id, &c.edge_node_id, c.primary_host_id.as_deref())
+        });
+        let mut node = sp_topics.as_ref().map(|_| Node::new(self.next_bd_seq()));
+        let will = match (&node, &sp_topics) {
+            (Some(n), Some(t)) => {
+                LastWill::new(&t.ndeath, n.death(now_ms()), QoS::AtLeastOnce, false)
+            }
+            _ => LastWill::new(
+                &self.topics.status,
+                status_payload("offline", &self.gateway_id, "connection_lost"),
+                QoS::AtLeastOnce,
+                true,
+            ),
+        };
+        let (client, mut el) = AsyncClient::new(self.options(will), cap);
         let lost = |message: String, connected| {
             End::Lost(
                 SinkError::Connection {
@@ -240,7 +310,17 @@ impl MqttSink {
             tokens: self.cfg.backlog_records_per_sec as f64,
             last: Instant::now(),
         };
-        if client
+        // Sparkplug: born once the primary host (if any) is online; rebirth on request.
+        let (mut born, mut rebirth) = (false, false);
+        let mut host_online = true;
+        let mut host_ts = 0u64;
+        if let Some(t) = &sp_topics {
+            let _ = client.try_subscribe(&t.ncmd, QoS::AtLeastOnce);
+            if let Some(state) = &t.state {
+                host_online = false;
+                let _ = client.try_subscribe(state, QoS::AtLeastOnce);
+            }
+        } else if client
             .try_publish(
                 &self.topics.status,
                 QoS::AtLeastOnce,
@@ -254,27 +334,38 @@ impl MqttSink {
         }
         let max_inflight = self.cfg.max_inflight as usize;
         loop {
-            // Fill the window.
+            if let (Some(n), Some(t)) = (node.as_mut(), &sp_topics) {
+                if host_online && (!born || rebirth) {
+                    if !self.birth(&client, n, t) {
+                        return lost("request queue full".into(), true);
+                    }
+                    fifo.push_back(None);
+                    extra_inflight += 1;
+                    (born, rebirth) = (true, false);
+                }
+            }
+            // Fill the window (Sparkplug: only after the birth).
             let mut throttled: Option<Duration> = None;
             let room = max_inflight.saturating_sub(outstanding.len() + extra_inflight);
-            if room > 0 {
+            if room > 0 && (node.is_none() || born) {
                 let recs = match self.spool.read(sent_upto, room, 16 * 1024 * 1024) {
                     Ok(r) => r,
                     Err(source) => return End::Lost(SinkError::Spool { sink: NAME, source }, true),
                 };
                 let now = now_ms();
                 for r in recs {
-                    if now - r.ts_ms > self.live_after_ms {
+                    let historical = now - r.ts_ms > self.live_after_ms;
+                    if historical {
                         if let Err(wait) = bucket.take() {
                             throttled = Some(wait);
                             break;
                         }
                     }
-                    let (topic, payload) = self.encode(&r);
-                    if client
-                        .try_publish(topic, QoS::AtLeastOnce, false, payload)
-                        .is_err()
-                    {
+                    let sent =
+                        self.publish_record(&client, &mut node, &sp_topics, &r, historical, true);
+                    fifo.extend(std::iter::repeat_n(None, sent.births));
+                    extra_inflight += sent.births;
+                    if !sent.queued {
                         break;
                     }
                     fifo.push_back(Some(r.seq));
@@ -291,13 +382,12 @@ impl MqttSink {
                 {
                     if let Ok(mut v) = self.spool.read(latest - 1, 1, usize::MAX) {
                         if let Some(r) = v.pop().filter(|r| r.seq == latest) {
-                            let (topic, payload) = self.encode(&r);
-                            if client
-                                .try_publish(topic, QoS::AtLeastOnce, false, payload)
-                                .is_ok()
-                            {
-                                fifo.push_back(None);
-                                extra_inflight += 1;
+                            let sent = self
+                                .publish_record(&client, &mut node, &sp_topics, &r, false, false);
+                            let extra = sent.births + usize::from(sent.queued);
+                            fifo.extend(std::iter::repeat_n(None, extra));
+                            extra_inflight += extra;
+                            if sent.queued {
                                 live_upto = latest;
                             }
                         }
@@ -310,7 +400,8 @@ impl MqttSink {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    self.drain(&client, &mut el, &mut fifo, &mut by_pkid, &mut outstanding, &mut acked, sent_upto).await;
+                    let bye = self.farewell(&node, &sp_topics, "shutdown");
+                    self.drain(&client, &mut el, bye, &mut fifo, &mut by_pkid, &mut outstanding, &mut acked, sent_upto).await;
                     return End::Shutdown;
                 }
                 ev = el.poll() => match ev {
@@ -330,12 +421,101 @@ impl MqttSink {
                         Some(None) => extra_inflight = extra_inflight.saturating_sub(1),
                         None => {}
                     },
+                    Ok(Event::Incoming(Packet::Publish(p))) => if let Some(t) = &sp_topics {
+                        if p.topic == t.ncmd {
+                            if sparkplug::wants_rebirth(&p.payload) {
+                                tracing::info!(sink = NAME, "sparkplug_rebirth_requested");
+                                rebirth = true;
+                            }
+                        } else if Some(&p.topic) == t.state.as_ref() {
+                            match sparkplug::host_state(&p.payload) {
+                                // Older states than one already seen are stale (spec 3.0).
+                                Some((_, ts)) if ts < host_ts => {}
+                                Some((true, ts)) => {
+                                    host_ts = ts;
+                                    if !host_online {
+                                        tracing::info!(sink = NAME, topic = %p.topic, "sparkplug_primary_host_online");
+                                    }
+                                    host_online = true;
+                                }
+                                Some((false, ts)) => {
+                                    host_ts = ts;
+                                    host_online = false;
+                                    if born {
+                                        // Store and forward: death, disconnect, keep the records.
+                                        tracing::warn!(sink = NAME, topic = %p.topic, "sparkplug_primary_host_offline");
+                                        let bye = self.farewell(&node, &sp_topics, "primary_host_offline");
+                                        self.drain(&client, &mut el, bye, &mut fifo, &mut by_pkid, &mut outstanding, &mut acked, sent_upto).await;
+                                        return lost(format!("primary host offline ({})", p.topic), true);
+                                    }
+                                }
+                                None => {}
+                            }
+                        }
+                    },
                     Ok(_) => {}
                     Err(e) => return lost(e.to_string(), true),
                 },
                 _ = self.spool.appended.notified() => {}
                 _ = tokio::time::sleep(idle) => {}
             }
+        }
+    }
+
+    /// Queues one record: Sparkplug NDATA (after an NBIRTH when it brings new series) for
+    /// metrics in that format, else the record's own encoding. `in_order`: the record's place in
+    /// the sequence (report by exception moves on); otherwise a live copy with every value.
+    fn publish_record(
+        &self,
+        client: &AsyncClient,
+        node: &mut Option<Node>,
+        topics: &Option<sparkplug::Topics>,
+        r: &Record,
+        historical: bool,
+        in_order: bool,
+    ) -> Sent {
+        if let (Some(n), Some(t), Kind::Metrics) = (node.as_mut(), topics, r.kind) {
+            let text = String::from_utf8_lossy(&r.payload);
+            let mut births = 0;
+            if n.register(&text) {
+                if !self.birth(client, n, t) {
+                    return Sent {
+                        queued: false,
+                        births,
+                    };
+                }
+                births = 1;
+            }
+            let payload = n.data(r.seq, r.ts_ms, &text, historical, in_order, now_ms());
+            let queued = client
+                .try_publish(&t.ndata, QoS::AtLeastOnce, false, payload)
+                .is_ok();
+            if queued {
+                n.commit();
+            }
+            return Sent { queued, births };
+        }
+        let (topic, payload) = self.encode(r);
+        let queued = client
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
+            .is_ok();
+        Sent { queued, births: 0 }
+    }
+
+    /// The last message before a clean disconnect: NDEATH (Sparkplug) or the retained `offline`.
+    fn farewell(
+        &self,
+        node: &Option<Node>,
+        topics: &Option<sparkplug::Topics>,
+        reason: &str,
+    ) -> (String, Vec<u8>, bool) {
+        match (node, topics) {
+            (Some(n), Some(t)) => (t.ndeath.clone(), n.death(now_ms()), false),
+            _ => (
+                self.topics.status.clone(),
+                status_payload("offline", &self.gateway_id, reason),
+                true,
+            ),
         }
     }
 
@@ -362,25 +542,22 @@ impl MqttSink {
         Ok(())
     }
 
-    /// On shutdown: collect outstanding PUBACKs for a bounded time, mark the gateway offline
-    /// (retained), disconnect. What is not acknowledged stays in the spool for the next start.
+    /// On shutdown: collect outstanding PUBACKs for a bounded time, publish the farewell (the
+    /// gateway offline, or NDEATH), disconnect. What is not acknowledged stays in the spool for
+    /// the next start.
     #[allow(clippy::too_many_arguments)]
     async fn drain(
         &self,
         client: &AsyncClient,
         el: &mut rumqttc::EventLoop,
+        (topic, payload, retain): (String, Vec<u8>, bool),
         fifo: &mut VecDeque<Option<u64>>,
         by_pkid: &mut HashMap<u16, Option<u64>>,
         outstanding: &mut BTreeSet<u64>,
         acked: &mut u64,
         sent_upto: u64,
     ) {
-        let _ = client.try_publish(
-            &self.topics.status,
-            QoS::AtLeastOnce,
-            true,
-            status_payload("offline", &self.gateway_id, "shutdown"),
-        );
+        let _ = client.try_publish(topic, QoS::AtLeastOnce, retain, payload);
         fifo.push_back(None);
         let deadline = Instant::now() + Duration::from_secs(2);
         let mut offline_acked = false;

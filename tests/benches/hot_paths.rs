@@ -10,6 +10,8 @@
 //! - JSON: decode of a diagnose request body, build + encode of the response document, decode of
 //!   that response;
 //! - metrics: `Metrics::render` with 10,000 `copilot_equipment_requests_total` series;
+//! - Sparkplug B: NDATA of the same snapshots from their text (every value, and by exception),
+//!   against the text render (budget: at most 2x);
 //! - spool: `Spool::append` of a 20 KB metrics snapshot and of 300-byte log records.
 //!
 //! Knobs: `HOT_PATHS_SECS` (time budget per operation, default 1.0), `HOT_PATHS_DOCS`
@@ -27,6 +29,7 @@ use copilot_edge::diagnose::{
     embedded_documents, DiagnoseEngine, EngineSettings, Observation, Question, EMBEDDED_KB,
 };
 use copilot_edge::metrics::Metrics;
+use copilot_edge::sinks::sparkplug;
 use copilot_edge::spool::segment::Kind;
 use copilot_edge::spool::{now_ms, Spool};
 
@@ -344,6 +347,45 @@ fn metrics(cfg: &Config) -> Arc<Metrics> {
     )
 }
 
+/// Sparkplug B encoding of the snapshot `text` (as the MQTT sink does it, from the spooled
+/// text): an NDATA with every value, to compare with the text render (`render`), and one by
+/// exception with a single changed value.
+fn sparkplug_rows(b: &mut Bench, text: &[u8], render: Duration, what: &str) {
+    let text = String::from_utf8_lossy(text).into_owned();
+    let now = now_ms();
+    let mut node = sparkplug::Node::new(0);
+    let birth = node.birth(Some((1, now, &text)), now);
+    let full = node.data(2, now, &text, false, false, now).len();
+    let st = b.run(
+        &format!("sparkplug: NDATA, {what}, every value"),
+        usize::MAX,
+        "< 2x the text render",
+        || {
+            black_box(node.data(2, now, black_box(&text), false, false, now));
+        },
+    );
+    b.note(format!(
+        "{:.2}x the text render; {full} bytes (text {}), birth {} bytes",
+        st.median.as_secs_f64() / render.as_secs_f64(),
+        text.len(),
+        birth.len()
+    ));
+    node.data(2, now, &text, false, true, now);
+    node.commit();
+    let st = b.run(
+        &format!("sparkplug: NDATA, {what}, by exception (nothing changed)"),
+        usize::MAX,
+        "",
+        || {
+            black_box(node.data(3, now, black_box(&text), false, true, now));
+        },
+    );
+    b.note(format!(
+        "{:.2}x the text render",
+        st.median.as_secs_f64() / render.as_secs_f64()
+    ));
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; ignore any arguments.
     let secs: f64 = std::env::var("HOT_PATHS_SECS")
@@ -559,7 +601,7 @@ fn main() {
     // --- metrics render ---------------------------------------------------------------------
     let m = metrics(&cfg);
     let base = m.render().len();
-    b.run(
+    let base_render = b.run(
         "metrics: render, base set (no request series)",
         usize::MAX,
         "",
@@ -568,6 +610,7 @@ fn main() {
         },
     );
     b.note(format!("{base} bytes"));
+    sparkplug_rows(&mut b, &m.render(), base_render.median, "base set");
     for p in 0..10 {
         let plant = format!("plant-{p}");
         for e in 0..1000 {
@@ -594,6 +637,7 @@ fn main() {
         rendered.len() as f64 / 1e6,
         st.per_sec()
     ));
+    sparkplug_rows(&mut b, &rendered, st.median, "10,000 equipment series");
     drop(m);
 
     // --- spool append -----------------------------------------------------------------------

@@ -11,6 +11,7 @@ mod notify;
 mod remote_write;
 mod report;
 mod soak;
+mod sparkplug;
 mod spool;
 mod tls;
 mod victoria;

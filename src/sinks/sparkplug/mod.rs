@@ -1,0 +1,655 @@
+//! Sparkplug B (Eclipse Sparkplug 3.0) for the MQTT sink's `format = "sparkplug_b"`: the gateway
+//! is an edge node, every series of a metrics snapshot is a Sparkplug metric.
+//!
+//! - Topics: `spBv1.0/<group>/{NBIRTH,NDATA,NDEATH,NCMD}/<edge node>`; the primary host's state on
+//!   `spBv1.0/STATE/<host id>` (JSON `{"online": bool, "timestamp": ms}`).
+//! - Names: a series is named as Prometheus selects it, `family{label="value",...}` (unique and
+//!   reversible); its labels are also in the metric's properties, with `prometheus_type` and,
+//!   where the family's name says it, `engUnit`. Aliases are assigned in order of first sight and
+//!   only grow during a session; a snapshot with a series the last birth did not list causes a
+//!   rebirth before its NDATA.
+//! - Datatypes: histogram `_bucket` and `_count` members are `UInt64`; everything else
+//!   (counters, gauges, `_sum`) is `Double`. Fixed per name, so a value never changes type.
+//! - Births carry every known metric with its newest value (metrics the newest snapshot lacks are
+//!   `is_null`), `bdSeq` (Int64, matching the will), `Node Control/Rebirth` (false) and
+//!   `copilot_edge_record_seq`, the spool sequence number of the snapshot (consumers use it to drop
+//!   duplicates, as with the other formats). `seq` starts at 0 on every birth and counts every
+//!   later message of the node modulo 256.
+//! - NDATA: report by exception: `copilot_edge_record_seq` always, and every series whose value
+//!   changed since the previous snapshot in spool order (all of them in the first NDATA after a
+//!   birth), each with the snapshot's own timestamp; `is_historical` on records replayed from the
+//!   backlog.
+//!
+//! The protobuf messages below mirror `sparkplug_b.proto` (vendored next to this file from
+//! Eclipse Tahu, EPL-2.0, see `LICENSE-EPL-2.0.txt`) field for field for what the agent writes
+//! and reads; decoding skips the fields not declared here (DataSet, Template, MetaData).
+
+use prost::{encoding, Message};
+use rustc_hash::FxHashMap;
+
+use super::parse_labels;
+
+/// The protobuf messages of `sparkplug_b.proto` (package `org.eclipse.tahu.protobuf`).
+pub mod proto {
+    /// `Payload`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Payload {
+        #[prost(uint64, optional, tag = "1")]
+        pub timestamp: Option<u64>,
+        #[prost(message, repeated, tag = "2")]
+        pub metrics: Vec<Metric>,
+        #[prost(uint64, optional, tag = "3")]
+        pub seq: Option<u64>,
+        #[prost(string, optional, tag = "4")]
+        pub uuid: Option<String>,
+        #[prost(bytes = "vec", optional, tag = "5")]
+        pub body: Option<Vec<u8>>,
+    }
+
+    /// `Payload.Metric`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Metric {
+        #[prost(string, optional, tag = "1")]
+        pub name: Option<String>,
+        #[prost(uint64, optional, tag = "2")]
+        pub alias: Option<u64>,
+        #[prost(uint64, optional, tag = "3")]
+        pub timestamp: Option<u64>,
+        #[prost(uint32, optional, tag = "4")]
+        pub datatype: Option<u32>,
+        #[prost(bool, optional, tag = "5")]
+        pub is_historical: Option<bool>,
+        #[prost(bool, optional, tag = "6")]
+        pub is_transient: Option<bool>,
+        #[prost(bool, optional, tag = "7")]
+        pub is_null: Option<bool>,
+        #[prost(message, optional, tag = "9")]
+        pub properties: Option<PropertySet>,
+        #[prost(oneof = "Value", tags = "10, 11, 12, 13, 14, 15, 16")]
+        pub value: Option<Value>,
+    }
+
+    /// `Payload.Metric.value` (the scalar members).
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Value {
+        #[prost(uint32, tag = "10")]
+        IntValue(u32),
+        #[prost(uint64, tag = "11")]
+        LongValue(u64),
+        #[prost(float, tag = "12")]
+        FloatValue(f32),
+        #[prost(double, tag = "13")]
+        DoubleValue(f64),
+        #[prost(bool, tag = "14")]
+        BooleanValue(bool),
+        #[prost(string, tag = "15")]
+        StringValue(String),
+        #[prost(bytes = "vec", tag = "16")]
+        BytesValue(Vec<u8>),
+    }
+
+    /// `Payload.PropertySet`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PropertySet {
+        #[prost(string, repeated, tag = "1")]
+        pub keys: Vec<String>,
+        #[prost(message, repeated, tag = "2")]
+        pub values: Vec<PropertyValue>,
+    }
+
+    /// `Payload.PropertyValue` (the scalar members).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PropertyValue {
+        #[prost(uint32, optional, tag = "1")]
+        pub r#type: Option<u32>,
+        #[prost(bool, optional, tag = "2")]
+        pub is_null: Option<bool>,
+        #[prost(oneof = "PropertyValueValue", tags = "3, 4, 5, 6, 7, 8")]
+        pub value: Option<PropertyValueValue>,
+    }
+
+    /// `Payload.PropertyValue.value` (the scalar members).
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum PropertyValueValue {
+        #[prost(uint32, tag = "3")]
+        IntValue(u32),
+        #[prost(uint64, tag = "4")]
+        LongValue(u64),
+        #[prost(float, tag = "5")]
+        FloatValue(f32),
+        #[prost(double, tag = "6")]
+        DoubleValue(f64),
+        #[prost(bool, tag = "7")]
+        BooleanValue(bool),
+        #[prost(string, tag = "8")]
+        StringValue(String),
+    }
+}
+
+use proto::{Metric, Payload, PropertySet, PropertyValue, PropertyValueValue, Value};
+
+/// `DataType` values of the schema used here.
+pub mod datatype {
+    pub const INT64: u32 = 4;
+    pub const UINT64: u32 = 8;
+    pub const DOUBLE: u32 = 10;
+    pub const BOOLEAN: u32 = 11;
+    pub const STRING: u32 = 12;
+}
+
+/// The birth/death sequence metric.
+pub const BD_SEQ: &str = "bdSeq";
+/// The rebirth request metric of NCMD (and its `false` in every NBIRTH).
+pub const REBIRTH: &str = "Node Control/Rebirth";
+/// The spool sequence number of the snapshot a message carries.
+pub const RECORD_SEQ: &str = "copilot_edge_record_seq";
+const REBIRTH_ALIAS: u64 = 1;
+const RECORD_SEQ_ALIAS: u64 = 2;
+/// Aliases of series start here (0 is left unused, 1 and 2 are taken above).
+const FIRST_SERIES_ALIAS: u64 = 16;
+
+/// The topics of one edge node.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub nbirth: String,
+    pub ndata: String,
+    pub ndeath: String,
+    pub ncmd: String,
+    /// `spBv1.0/STATE/<primary host id>` when a primary host is configured.
+    pub state: Option<String>,
+}
+
+impl Topics {
+    /// Topics of `node` in `group`, and of the primary host if any.
+    pub fn new(group: &str, node: &str, primary_host: Option<&str>) -> Topics {
+        let t = |kind: &str| format!("spBv1.0/{group}/{kind}/{node}");
+        Topics {
+            nbirth: t("NBIRTH"),
+            ndata: t("NDATA"),
+            ndeath: t("NDEATH"),
+            ncmd: t("NCMD"),
+            state: primary_host.map(|h| format!("spBv1.0/STATE/{h}")),
+        }
+    }
+}
+
+struct Def {
+    /// `family{labels}` as the exposition writes it.
+    name: Box<str>,
+    datatype: u32,
+    properties: PropertySet,
+}
+
+/// The state of an edge node within one MQTT session: aliases, `seq`, and the values of the
+/// previous snapshot for report by exception.
+pub struct Node {
+    bd_seq: u8,
+    seq: u8,
+    index: FxHashMap<Box<str>, u32>,
+    defs: Vec<Def>,
+    /// Value of each series in the previous snapshot in spool order (`None`: unknown, send).
+    last: Vec<Option<u64>>,
+    /// Baseline updates of the NDATA being published, applied by [`Node::commit`].
+    pending: Vec<(u32, u64)>,
+}
+
+fn prop(key: &str, v: &str, keys: &mut Vec<String>, values: &mut Vec<PropertyValue>) {
+    keys.push(key.to_string());
+    values.push(PropertyValue {
+        r#type: Some(datatype::STRING),
+        is_null: None,
+        value: Some(PropertyValueValue::StringValue(v.to_string())),
+    });
+}
+
+/// The engineering unit a family's name states, by the Prometheus naming conventions.
+fn unit_of(family: &str) -> Option<&'static str> {
+    let base = family.strip_suffix("_total").unwrap_or(family);
+    [
+        ("_seconds", "s"),
+        ("_bytes", "B"),
+        ("_usd", "USD"),
+        ("_ratio", "1"),
+        ("_celsius", "°C"),
+        ("_tokens", "{token}"),
+    ]
+    .iter()
+    .find(|(s, _)| base.ends_with(s))
+    .map(|(_, u)| *u)
+}
+
+/// One sample line of the exposition: (series, value), skipping comments and bad lines.
+fn sample(line: &str) -> Option<(&str, f64)> {
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let (series, v) = line.rsplit_once(' ')?;
+    // Counters and bucket counts are integers: parse those without the float parser.
+    let v = match v.parse::<u64>() {
+        Ok(n) if n < 1 << 53 => n as f64,
+        _ => match v {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().ok()?,
+        },
+    };
+    Some((series, v))
+}
+
+fn metric_value(datatype: u32, v: f64) -> Value {
+    if datatype == datatype::UINT64 {
+        Value::LongValue(v.max(0.0) as u64)
+    } else {
+        Value::DoubleValue(v)
+    }
+}
+
+impl Node {
+    /// A node in a new MQTT session whose will carries `bd_seq`.
+    pub fn new(bd_seq: u8) -> Node {
+        Node {
+            bd_seq,
+            seq: 0,
+            index: FxHashMap::default(),
+            defs: Vec::new(),
+            last: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Number of series with an alias.
+    pub fn series(&self) -> usize {
+        self.defs.len()
+    }
+
+    /// Gives every series of the exposition `text` not seen before an alias; true when any was
+    /// new (the next message must then be a birth).
+    pub fn register(&mut self, text: &str) -> bool {
+        let mut family_type = ("", "");
+        let mut added = false;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                if let Some((f, t)) = rest.split_once(' ') {
+                    family_type = (f, t);
+                }
+                continue;
+            }
+            let Some((series, _)) = sample(line) else {
+                continue;
+            };
+            if self.index.contains_key(series) {
+                continue;
+            }
+            let (metric, labels) = match series.find('{') {
+                Some(i) => (
+                    &series[..i],
+                    parse_labels(&series[i + 1..]).unwrap_or_default(),
+                ),
+                None => (series, Vec::new()),
+            };
+            let (family, kind) = family_type;
+            let histogram_count = kind == "histogram"
+                && (metric == format!("{family}_bucket") || metric == format!("{family}_count"));
+            let datatype = if histogram_count {
+                datatype::UINT64
+            } else {
+                datatype::DOUBLE
+            };
+            let (mut keys, mut values) = (Vec::new(), Vec::new());
+            for (k, v) in &labels {
+                prop(k, v, &mut keys, &mut values);
+            }
+            if !kind.is_empty() {
+                prop("prometheus_type", kind, &mut keys, &mut values);
+            }
+            if let Some(u) = unit_of(if family.is_empty() { metric } else { family }) {
+                prop("engUnit", u, &mut keys, &mut values);
+            }
+            self.index.insert(series.into(), self.defs.len() as u32);
+            self.defs.push(Def {
+                name: series.into(),
+                datatype,
+                properties: PropertySet { keys, values },
+            });
+            self.last.push(None);
+            added = true;
+        }
+        added
+    }
+
+    fn bd_seq_metric(&self, ts: u64) -> Metric {
+        Metric {
+            name: Some(BD_SEQ.into()),
+            timestamp: Some(ts),
+            datatype: Some(datatype::INT64),
+            value: Some(Value::LongValue(u64::from(self.bd_seq))),
+            ..Default::default()
+        }
+    }
+
+    /// NBIRTH: every known metric with its value in `latest` (the newest snapshot, `None` before
+    /// the first), `seq` 0. Registers `latest`'s series first and forgets the NDATA baseline.
+    pub fn birth(&mut self, latest: Option<(u64, i64, &str)>, now_ms: i64) -> Vec<u8> {
+        let now = now_ms.max(0) as u64;
+        let mut values: Vec<Option<f64>> = vec![None; self.defs.len()];
+        let mut ts = now;
+        if let Some((_, t, text)) = latest {
+            self.register(text);
+            values.resize(self.defs.len(), None);
+            ts = t.max(0) as u64;
+            for (series, v) in text.lines().filter_map(sample) {
+                if let Some(&i) = self.index.get(series) {
+                    values[i as usize] = Some(v);
+                }
+            }
+        }
+        let mut metrics = Vec::with_capacity(self.defs.len() + 3);
+        metrics.push(self.bd_seq_metric(now));
+        metrics.push(Metric {
+            name: Some(REBIRTH.into()),
+            alias: Some(REBIRTH_ALIAS),
+            timestamp: Some(now),
+            datatype: Some(datatype::BOOLEAN),
+            value: Some(Value::BooleanValue(false)),
+            ..Default::default()
+        });
+        metrics.push(Metric {
+            name: Some(RECORD_SEQ.into()),
+            alias: Some(RECORD_SEQ_ALIAS),
+            timestamp: Some(ts),
+            datatype: Some(datatype::UINT64),
+            is_null: latest.is_none().then_some(true),
+            value: latest.map(|(seq, _, _)| Value::LongValue(seq)),
+            ..Default::default()
+        });
+        for (i, d) in self.defs.iter().enumerate() {
+            metrics.push(Metric {
+                name: Some(d.name.to_string()),
+                alias: Some(FIRST_SERIES_ALIAS + i as u64),
+                timestamp: Some(ts),
+                datatype: Some(d.datatype),
+                is_null: values[i].is_none().then_some(true),
+                properties: Some(d.properties.clone()),
+                value: values[i].map(|v| metric_value(d.datatype, v)),
+                ..Default::default()
+            });
+        }
+        self.last.iter_mut().for_each(|v| *v = None);
+        self.pending.clear();
+        self.seq = 1;
+        Payload {
+            timestamp: Some(now),
+            metrics,
+            seq: Some(0),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    /// NDATA for the snapshot `text` (spool sequence `record_seq`, taken at `ts_ms`), whose series
+    /// must all be registered. `exception`: only the series that changed since the previous
+    /// snapshot (the baseline moves on [`Node::commit`]); otherwise all of them, baseline
+    /// untouched (a live copy sent ahead of the backlog).
+    pub fn data(
+        &mut self,
+        record_seq: u64,
+        ts_ms: i64,
+        text: &str,
+        historical: bool,
+        exception: bool,
+        now_ms: i64,
+    ) -> Vec<u8> {
+        let ts = ts_ms.max(0) as u64;
+        self.pending.clear();
+        // Written field by field with prost's wire primitives (the hot path: a message struct
+        // per value would double the cost); the unit tests decode it with the message types.
+        let mut out = Vec::with_capacity(24 + (self.defs.len() + 1) * 24);
+        encoding::uint64::encode(1, &(now_ms.max(0) as u64), &mut out);
+        encoding::uint64::encode(3, &u64::from(self.seq), &mut out);
+        data_metric(
+            &mut out,
+            RECORD_SEQ_ALIAS,
+            ts,
+            historical,
+            Value::LongValue(record_seq),
+        );
+        for (series, v) in text.lines().filter_map(sample) {
+            let Some(&i) = self.index.get(series) else {
+                continue;
+            };
+            let bits = v.to_bits();
+            if exception {
+                if self.last[i as usize] == Some(bits) {
+                    continue;
+                }
+                self.pending.push((i, bits));
+            }
+            let value = metric_value(self.defs[i as usize].datatype, v);
+            data_metric(
+                &mut out,
+                FIRST_SERIES_ALIAS + u64::from(i),
+                ts,
+                historical,
+                value,
+            );
+        }
+        out
+    }
+
+    /// The last message built was published: `seq` moves on and the baseline takes its values.
+    pub fn commit(&mut self) {
+        self.seq = self.seq.wrapping_add(1);
+        for (i, bits) in self.pending.drain(..) {
+            self.last[i as usize] = Some(bits);
+        }
+    }
+
+    /// NDEATH with this session's `bdSeq` (the MQTT will, and sent before a clean disconnect).
+    pub fn death(&self, now_ms: i64) -> Vec<u8> {
+        Payload {
+            timestamp: Some(now_ms.max(0) as u64),
+            metrics: vec![self.bd_seq_metric(now_ms.max(0) as u64)],
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+}
+
+/// Appends `Payload.metrics` entry (field 2) with alias, timestamp, is_historical and a scalar
+/// value, the layout `Metric`'s derive would write.
+fn data_metric(out: &mut Vec<u8>, alias: u64, ts: u64, historical: bool, value: Value) {
+    use encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+    let value_len = match value {
+        Value::LongValue(v) => 1 + encoded_len_varint(v),
+        Value::DoubleValue(_) => 9,
+        _ => unreachable!("data metrics are UInt64 or Double"),
+    };
+    let len = 1
+        + encoded_len_varint(alias)
+        + 1
+        + encoded_len_varint(ts)
+        + if historical { 2 } else { 0 }
+        + value_len;
+    encode_key(2, WireType::LengthDelimited, out);
+    encode_varint(len as u64, out);
+    encoding::uint64::encode(2, &alias, out);
+    encoding::uint64::encode(3, &ts, out);
+    if historical {
+        encoding::bool::encode(5, &true, out);
+    }
+    match value {
+        Value::LongValue(v) => encoding::uint64::encode(11, &v, out),
+        Value::DoubleValue(v) => encoding::double::encode(13, &v, out),
+        _ => {}
+    }
+}
+
+/// True when an NCMD payload asks for a rebirth (`Node Control/Rebirth` = true, by name or alias).
+pub fn wants_rebirth(payload: &[u8]) -> bool {
+    Payload::decode(payload).is_ok_and(|p| {
+        p.metrics.iter().any(|m| {
+            (m.name.as_deref() == Some(REBIRTH) || m.alias == Some(REBIRTH_ALIAS))
+                && m.value == Some(Value::BooleanValue(true))
+        })
+    })
+}
+
+/// A primary host's STATE message: (online, timestamp).
+pub fn host_state(payload: &[u8]) -> Option<(bool, u64)> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    Some((v.get("online")?.as_bool()?, v.get("timestamp")?.as_u64()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SNAP: &str = "# HELP req Requests.\n# TYPE req counter\nreq_total{endpoint=\"/v1/diagnose\",status=\"200\"} 3\n# TYPE lat_seconds histogram\nlat_seconds_bucket{le=\"0.5\"} 2\nlat_seconds_bucket{le=\"+Inf\"} 3\nlat_seconds_sum 0.75\nlat_seconds_count 3\n# TYPE up gauge\nup 1\n";
+
+    fn by_alias(p: &Payload, alias: u64) -> Option<&Metric> {
+        p.metrics.iter().find(|m| m.alias == Some(alias))
+    }
+
+    #[test]
+    fn birth_names_types_and_aliases() {
+        let mut n = Node::new(7);
+        let b = Payload::decode(&n.birth(Some((41, 1_700_000_000_000, SNAP)), 5)[..]).unwrap();
+        assert_eq!(b.seq, Some(0));
+        let names: Vec<&str> = b.metrics.iter().filter_map(|m| m.name.as_deref()).collect();
+        assert_eq!(names[..3], [BD_SEQ, REBIRTH, RECORD_SEQ]);
+        assert_eq!(b.metrics[0].value, Some(Value::LongValue(7)));
+        assert_eq!(b.metrics[2].value, Some(Value::LongValue(41)));
+        let bucket = b
+            .metrics
+            .iter()
+            .find(|m| m.name.as_deref() == Some("lat_seconds_bucket{le=\"+Inf\"}"))
+            .unwrap();
+        assert_eq!(bucket.datatype, Some(datatype::UINT64));
+        assert_eq!(bucket.value, Some(Value::LongValue(3)));
+        let props = bucket.properties.as_ref().unwrap();
+        assert_eq!(props.keys, ["le", "prometheus_type", "engUnit"]);
+        let sum = b
+            .metrics
+            .iter()
+            .find(|m| m.name.as_deref() == Some("lat_seconds_sum"))
+            .unwrap();
+        assert_eq!(sum.datatype, Some(datatype::DOUBLE));
+        assert_eq!(sum.timestamp, Some(1_700_000_000_000));
+        let req = b
+            .metrics
+            .iter()
+            .find(|m| {
+                m.name.as_deref() == Some("req_total{endpoint=\"/v1/diagnose\",status=\"200\"}")
+            })
+            .unwrap();
+        assert_eq!(
+            req.properties.as_ref().unwrap().keys,
+            ["endpoint", "status", "prometheus_type"]
+        );
+        // Every alias is unique.
+        let mut aliases: Vec<u64> = b.metrics.iter().filter_map(|m| m.alias).collect();
+        let n_alias = aliases.len();
+        aliases.dedup();
+        assert_eq!(aliases.len(), n_alias);
+        assert_eq!(n.series(), 6);
+    }
+
+    #[test]
+    fn data_reports_by_exception_and_counts_seq() {
+        let mut n = Node::new(0);
+        n.birth(Some((1, 1000, SNAP)), 1000);
+        let d1 = Payload::decode(&n.data(1, 1000, SNAP, false, true, 1001)[..]).unwrap();
+        n.commit();
+        assert_eq!(d1.seq, Some(1));
+        assert_eq!(
+            d1.metrics.len(),
+            7,
+            "first NDATA after a birth carries everything"
+        );
+        assert!(d1.metrics.iter().all(|m| m.name.is_none()));
+        let next = SNAP.replace("} 3\n", "} 4\n");
+        // Not committed (publish failed): the same record again gives the same message.
+        let a = n.data(2, 2000, &next, true, true, 2001);
+        let b = n.data(2, 2000, &next, true, true, 2001);
+        assert_eq!(a, b);
+        n.commit();
+        let d2 = Payload::decode(&b[..]).unwrap();
+        assert_eq!(d2.seq, Some(2));
+        // record seq, req_total and the +Inf bucket changed.
+        assert_eq!(d2.metrics.len(), 3, "{d2:?}");
+        assert!(d2
+            .metrics
+            .iter()
+            .all(|m| m.is_historical == Some(true) && m.timestamp == Some(2000)));
+        assert_eq!(
+            by_alias(&d2, RECORD_SEQ_ALIAS).unwrap().value,
+            Some(Value::LongValue(2))
+        );
+        // A live copy carries everything and leaves the baseline alone.
+        let live = Payload::decode(&n.data(9, 9000, &next, false, false, 9001)[..]).unwrap();
+        n.commit();
+        assert_eq!(live.metrics.len(), 7);
+        let d3 = Payload::decode(&n.data(3, 3000, &next, true, true, 3001)[..]).unwrap();
+        assert_eq!(d3.metrics.len(), 1);
+        assert_eq!(d3.seq, Some(4));
+    }
+
+    #[test]
+    fn seq_wraps_and_births_reset_it() {
+        let mut n = Node::new(255);
+        n.birth(None, 0);
+        for _ in 0..300 {
+            n.data(1, 1, "", false, true, 1);
+            n.commit();
+        }
+        assert_eq!(n.seq, (301 % 256) as u8);
+        let b = Payload::decode(&n.birth(None, 0)[..]).unwrap();
+        assert_eq!(b.seq, Some(0));
+        assert_eq!(n.seq, 1);
+    }
+
+    #[test]
+    fn new_series_need_a_birth() {
+        let mut n = Node::new(0);
+        assert!(n.register(SNAP));
+        assert!(!n.register(SNAP));
+        assert!(n.register(&format!("{SNAP}other{{x=\"1\"}} 2\n")));
+        assert_eq!(n.series(), 7);
+    }
+
+    #[test]
+    fn death_carries_bd_seq_without_seq() {
+        let n = Node::new(42);
+        let d = Payload::decode(&n.death(5)[..]).unwrap();
+        assert_eq!(d.seq, None);
+        assert_eq!(d.metrics.len(), 1);
+        assert_eq!(d.metrics[0].name.as_deref(), Some(BD_SEQ));
+        assert_eq!(d.metrics[0].value, Some(Value::LongValue(42)));
+    }
+
+    #[test]
+    fn commands_and_host_state() {
+        let cmd = |name: &str, v: bool| {
+            Payload {
+                timestamp: Some(1),
+                metrics: vec![Metric {
+                    name: Some(name.into()),
+                    datatype: Some(datatype::BOOLEAN),
+                    value: Some(Value::BooleanValue(v)),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        assert!(wants_rebirth(&cmd(REBIRTH, true)));
+        assert!(!wants_rebirth(&cmd(REBIRTH, false)));
+        assert!(!wants_rebirth(&cmd("Node Control/Reboot", true)));
+        assert!(!wants_rebirth(b"\xff\xff not protobuf"));
+        assert_eq!(
+            host_state(br#"{"online":true,"timestamp":17}"#),
+            Some((true, 17))
+        );
+        assert_eq!(host_state(b"ONLINE"), None);
+    }
+}
