@@ -112,9 +112,16 @@ pub fn snapshots_to_series(snapshots: &[&Record], external: &[(String, String)])
 /// Statuses by which a receiver refuses the data itself, for good: 400 (Prometheus "out of
 /// order"/"too old sample", a malformed series), 409 (a duplicate with another value), 413 (a
 /// batch larger than it takes), 422 (invalid samples). Everything else — 401/403 (credentials),
-/// 404/405 (a wrong path or a proxy), 429, 5xx — is retried with the backlog kept.
-fn refuses_data(status: u16) -> bool {
+/// 404/405 (a wrong path or a proxy), 429, 5xx — is retried with the backlog kept, with one
+/// exception: Prometheus up to 2.4x (Debian 12 ships 2.42) answers a sample older than its
+/// out-of-order window with **500** "too old sample" (or "out of bounds"), which no retry can
+/// change; retrying it would stall the backlog behind it forever (found by `tests/fleet`).
+fn refuses_data(status: u16, body: &[u8]) -> bool {
     matches!(status, 400 | 409 | 413 | 422)
+        || (status == 500 && {
+            let b = String::from_utf8_lossy(&body[..body.len().min(300)]);
+            b.contains("too old sample") || b.contains("out of bounds")
+        })
 }
 
 enum Outcome {
@@ -175,7 +182,7 @@ impl RemoteWriteSink {
             Ok((s, _)) if (200..300).contains(&s) => Outcome::Delivered,
             // Only a receiver refusing the data itself may cause a skip; auth, routing, rate
             // limits and server trouble say nothing about the data and are retried.
-            Ok((s, body)) if refuses_data(s) => Outcome::Rejected(
+            Ok((s, body)) if refuses_data(s, &body) => Outcome::Rejected(
                 s,
                 String::from_utf8_lossy(&body[..body.len().min(300)])
                     .trim()
@@ -317,11 +324,15 @@ mod tests {
     #[test]
     fn only_a_refusal_of_the_data_skips() {
         for s in [400, 409, 413, 422] {
-            assert!(refuses_data(s), "{s}");
+            assert!(refuses_data(s, b""), "{s}");
         }
         for s in [401, 403, 404, 405, 407, 429, 500, 502, 503] {
-            assert!(!refuses_data(s), "{s}");
+            assert!(!refuses_data(s, b"internal error"), "{s}");
         }
+        // Prometheus 2.42's answer to a sample older than its out-of-order window.
+        assert!(refuses_data(500, b"too old sample\n"));
+        assert!(refuses_data(500, b"out of bounds"));
+        assert!(!refuses_data(503, b"too old sample"));
     }
 
     use super::*;
