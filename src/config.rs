@@ -431,6 +431,9 @@ pub struct RawMqtt {
     pub topic_prefix: String,
     /// `prometheus` (text with timestamps, Telegraf-ready) or `json`.
     pub format: String,
+    /// `none` or `gzip`: compress the metrics and log payloads (Telegraf's MQTT consumer reads
+    /// them with `content_encoding = "gzip"`). Not with `sparkplug_b`.
+    pub compression: String,
     pub keep_alive_secs: u64,
     pub max_packet_bytes: u64,
     pub max_inflight: u64,
@@ -472,6 +475,7 @@ impl Default for RawMqtt {
             password_file: String::new(),
             topic_prefix: "copilot".into(),
             format: "prometheus".into(),
+            compression: "none".into(),
             keep_alive_secs: 30,
             max_packet_bytes: 4 * 1024 * 1024,
             max_inflight: 64,
@@ -708,6 +712,8 @@ pub struct MqttSinkConfig {
     pub password: Option<Secret>,
     pub topic_prefix: String,
     pub format: MqttFormat,
+    /// gzip the metrics and log payloads (`compression = "gzip"`).
+    pub gzip: bool,
     /// Set when `format = "sparkplug_b"`.
     pub sparkplug: Option<SparkplugConfig>,
     pub keep_alive: Duration,
@@ -1427,6 +1433,25 @@ impl RawConfig {
                     MqttFormat::Prometheus
                 }
             };
+            let gzip = match mq.compression.as_str() {
+                "none" => false,
+                "gzip" if format == MqttFormat::SparkplugB => {
+                    c.fail(
+                        "sinks.mqtt.compression",
+                        "Sparkplug B payloads are protobuf for Sparkplug consumers: compression \
+                         applies to the prometheus and json formats",
+                    );
+                    false
+                }
+                "gzip" => true,
+                other => {
+                    c.fail(
+                        "sinks.mqtt.compression",
+                        format!("`{other}` is not one of none, gzip"),
+                    );
+                    false
+                }
+            };
             let sp = &mq.sparkplug;
             for (key, v) in [
                 ("sinks.mqtt.sparkplug.group_id", &sp.group_id),
@@ -1477,6 +1502,7 @@ impl RawConfig {
                 password,
                 topic_prefix: mq.topic_prefix.trim_end_matches('/').to_string(),
                 format,
+                gzip,
                 sparkplug,
                 keep_alive: Duration::from_secs(c.range(
                     "sinks.mqtt.keep_alive_secs",
@@ -1691,6 +1717,30 @@ mod tests {
             .unwrap()
             .sparkplug
             .is_none());
+    }
+
+    #[test]
+    fn mqtt_compression() {
+        let mq = |extra: &str| validate(&format!("[sinks.mqtt]\nenabled = true\n{extra}"));
+        assert!(!mq("").unwrap().mqtt.unwrap().gzip, "off by default");
+        assert!(mq("compression = \"gzip\"").unwrap().mqtt.unwrap().gzip);
+        assert!(
+            mq("compression = \"gzip\"\nformat = \"json\"")
+                .unwrap()
+                .mqtt
+                .unwrap()
+                .gzip
+        );
+        let e = mq("compression = \"zstd\"").unwrap_err().to_string();
+        assert!(
+            e.contains("sinks.mqtt.compression") && e.contains("none, gzip"),
+            "{e}"
+        );
+        let e = mq("compression = \"gzip\"\nformat = \"sparkplug_b\"").unwrap_err();
+        assert!(
+            e.to_string().contains("Sparkplug B payloads are protobuf"),
+            "{e}"
+        );
     }
 
     #[test]

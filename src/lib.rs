@@ -4,6 +4,7 @@
 //! - [`cli`]: command-line interface (serve, check-config, print-default-config, spool status).
 //! - [`config`]: TOML → validated [`config::Config`], systemd directories and credentials.
 //! - [`app`]: builds the components from the config, runs them, and shuts them down in order.
+//! - [`compress`]: gzip for MQTT payloads and the gzip-compressed files built into the binary.
 //! - [`console`]: the technician console and the gateway status page, embedded web files.
 //! - [`http`]: hyper 1.x server, routes and one handler per endpoint; the only hyper user on the
 //!   serving side.
@@ -25,6 +26,7 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod compress;
 pub mod config;
 pub mod console;
 pub mod diagnose;

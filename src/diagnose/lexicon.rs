@@ -381,7 +381,9 @@ impl Lexicon {
 
     /// The embedded lexicon (`config/lexicon/*.toml`).
     pub fn embedded() -> Lexicon {
-        Lexicon::parse(EMBEDDED_LEXICON.iter().copied()).expect("embedded lexicon is valid")
+        let texts = crate::compress::embedded_texts(EMBEDDED_LEXICON);
+        Lexicon::parse(texts.iter().map(|(name, text)| (*name, text.as_str())))
+            .expect("embedded lexicon is valid")
     }
 
     /// The embedded lexicon extended by every `*.toml` of `dir` (in file-name order).
@@ -399,10 +401,11 @@ impl Lexicon {
             }
         }
         files.sort();
+        let embedded = crate::compress::embedded_texts(EMBEDDED_LEXICON);
         Lexicon::parse(
-            EMBEDDED_LEXICON
+            embedded
                 .iter()
-                .copied()
+                .map(|(n, t)| (*n, t.as_str()))
                 .chain(files.iter().map(|(n, t)| (n.as_str(), t.as_str()))),
         )
     }

@@ -35,7 +35,8 @@ include!(concat!(env!("OUT_DIR"), "/embedded_kb.rs"));
 
 /// The sample knowledge base compiled into the binary.
 pub fn embedded_documents() -> Result<Vec<Document>, kb::KbError> {
-    kb::parse_all(EMBEDDED_KB.iter().copied())
+    let texts = crate::compress::embedded_texts(EMBEDDED_KB);
+    kb::parse_all(texts.iter().map(|(name, text)| (*name, text.as_str())))
 }
 
 /// A defect reported by a camera system alongside the description.

@@ -227,16 +227,21 @@ fn route_name(path: &str) -> &'static str {
 /// An embedded page or asset with the security and cache headers (304 when the browser's copy
 /// is current).
 fn page(asset: &'static crate::console::Asset, headers: &HeaderMap, head: bool) -> Resp {
-    use hyper::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
+    use hyper::header::{CACHE_CONTROL, CONTENT_ENCODING, ETAG, IF_NONE_MATCH, VARY};
     let fresh = headers
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == asset.etag));
-    let body = if fresh || head {
+    let gzip = accepts_gzip(headers);
+    let full = if fresh {
         Bytes::new()
+    } else if gzip {
+        Bytes::from_static(asset.gz)
     } else {
-        Bytes::from_static(asset.body)
+        Bytes::from(asset.body())
     };
+    let len = full.len();
+    let body = if head { Bytes::new() } else { full };
     let mut r = Response::new(Full::new(body));
     if fresh {
         *r.status_mut() = StatusCode::NOT_MODIFIED;
@@ -244,6 +249,10 @@ fn page(asset: &'static crate::console::Asset, headers: &HeaderMap, head: bool) 
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
     h.insert(ETAG, HeaderValue::from_static(asset.etag));
+    h.insert(VARY, HeaderValue::from_static("accept-encoding"));
+    if gzip && !fresh {
+        h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(
         "content-security-policy",
@@ -252,9 +261,29 @@ fn page(asset: &'static crate::console::Asset, headers: &HeaderMap, head: bool) 
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     if head && !fresh {
-        h.insert(CONTENT_LENGTH, HeaderValue::from(asset.body.len()));
+        h.insert(CONTENT_LENGTH, HeaderValue::from(len));
     }
     r
+}
+
+/// Whether `Accept-Encoding` accepts gzip (`gzip` or `*`, with a q-value above 0).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(hyper::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let q_zero = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !q_zero
+        })
 }
 
 async fn dispatch(
@@ -851,6 +880,33 @@ mod tests {
             h.insert(*k, HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn gzip_only_when_accepted() {
+        for (v, want) in [
+            ("gzip, deflate, br", true),
+            ("br;q=1.0, GZIP;q=0.5", true),
+            ("*", true),
+            ("identity", false),
+            ("gzip;q=0", false),
+            ("deflate, br", false),
+        ] {
+            assert_eq!(
+                accepts_gzip(&headers(&[("accept-encoding", v)])),
+                want,
+                "{v}"
+            );
+        }
+        assert!(!accepts_gzip(&headers(&[])));
+        let page = crate::console::find("/assets/common.js").unwrap();
+        let plain = super::page(page, &headers(&[]), false);
+        assert!(plain.headers().get("content-encoding").is_none());
+        let gz = super::page(page, &headers(&[("accept-encoding", "gzip")]), false);
+        assert_eq!(gz.headers()["content-encoding"], "gzip");
+        assert_eq!(gz.headers()["vary"], "accept-encoding");
+        let head = super::page(page, &headers(&[("accept-encoding", "gzip")]), true);
+        assert_eq!(head.headers()["content-length"], page.gz.len().to_string());
     }
 
     #[test]

@@ -116,6 +116,12 @@ enum DiskFault {
     WriteFailed(String),
 }
 
+/// Every `reason` of `copilot_edge_spool_dropped_records_total`. Exported from 0 when the spool
+/// opens, so the first drop is an increase to every query engine (Prometheus's `increase()`
+/// does not count a series that is born non-zero; VictoriaMetrics' does).
+const DROP_REASONS: [&str; 3] = [DROP_MAX_BYTES, "disk_floor", "write_error"];
+const DROP_MAX_BYTES: &str = "max_bytes";
+
 impl DiskFault {
     /// The `reason` label of `copilot_edge_spool_dropped_records_total`.
     fn reason(&self) -> &'static str {
@@ -332,6 +338,9 @@ impl Spool {
                 last = m.last_seq;
                 segments.push(m);
             }
+        }
+        for reason in DROP_REASONS {
+            metrics.spool.dropped.with_label_values(&[reason]);
         }
         if lost > 0 {
             metrics.spool.corrupt.inc_by(lost);
@@ -631,7 +640,7 @@ impl Spool {
             self.metrics
                 .spool
                 .dropped
-                .with_label_values(&["max_bytes"])
+                .with_label_values(&[DROP_MAX_BYTES])
                 .inc_by(lost);
             tracing::warn!(
                 dropped_records = lost,
@@ -1034,6 +1043,31 @@ mod tests {
 
     fn payload(i: u64) -> Vec<u8> {
         format!("record-{i:06}-{}", "x".repeat(100)).into_bytes()
+    }
+
+    #[test]
+    fn every_drop_reason_is_exported_from_zero() {
+        let d = tmp();
+        let m = metrics();
+        let _s = Spool::open(&cfg(&d, 1 << 20, 4096), &["a"], m.clone()).unwrap();
+        let text = String::from_utf8(m.render()).unwrap();
+        for reason in DROP_REASONS {
+            let label = format!("reason=\"{reason}\"");
+            let line = text
+                .lines()
+                .find(|l| {
+                    l.starts_with("copilot_edge_spool_dropped_records_total{") && l.contains(&label)
+                })
+                .unwrap_or_else(|| panic!("{reason} missing:\n{text}"));
+            assert!(line.ends_with(" 0"), "{line}");
+        }
+        for f in [
+            DiskFault::BelowFloor { free: 0, floor: 1 },
+            DiskFault::WriteFailed(String::new()),
+        ] {
+            assert!(DROP_REASONS.contains(&f.reason()));
+        }
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - metrics: `Metrics::render` with 10,000 `copilot_equipment_requests_total` series;
 //! - Sparkplug B: NDATA of the same snapshots from their text (every value, and by exception),
 //!   against the text render (budget: at most 2x);
+//! - gzip: the MQTT sink's optional compression of the same snapshots, levels 6 and 9;
 //! - spool: `Spool::append` of a 20 KB metrics snapshot and of 300-byte log records.
 //!
 //! Knobs: `HOT_PATHS_SECS` (time budget per operation, default 1.0), `HOT_PATHS_DOCS`
@@ -386,6 +387,28 @@ fn sparkplug_rows(b: &mut Bench, text: &[u8], render: Duration, what: &str) {
     ));
 }
 
+/// gzip of a snapshot's text (`[sinks.mqtt] compression = "gzip"`) at the sink's level 6 and
+/// at 9, against the text render.
+fn gzip_rows(b: &mut Bench, text: &[u8], render: Duration, what: &str) {
+    for level in [6u8, 9] {
+        let size = copilot_edge::compress::gzip(text, level).len();
+        let st = b.run(
+            &format!("gzip: level {level}, {what}"),
+            usize::MAX,
+            "",
+            || {
+                black_box(copilot_edge::compress::gzip(black_box(text), level));
+            },
+        );
+        b.note(format!(
+            "{:.2}x the text render; {size} bytes of {} ({:.1} %)",
+            st.median.as_secs_f64() / render.as_secs_f64(),
+            text.len(),
+            100.0 * size as f64 / text.len() as f64
+        ));
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; ignore any arguments.
     let secs: f64 = std::env::var("HOT_PATHS_SECS")
@@ -458,9 +481,9 @@ fn main() {
     );
 
     let texts = generated_texts(&sample, big_n);
-    let all_texts: Vec<(String, String)> = EMBEDDED_KB
-        .iter()
-        .map(|(n, t)| (n.to_string(), t.to_string()))
+    let all_texts: Vec<(String, String)> = copilot_edge::compress::embedded_texts(EMBEDDED_KB)
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
         .chain(texts)
         .collect();
     let kb_bytes: usize = all_texts.iter().map(|(_, t)| t.len()).sum::<usize>();
@@ -611,6 +634,7 @@ fn main() {
     );
     b.note(format!("{base} bytes"));
     sparkplug_rows(&mut b, &m.render(), base_render.median, "base set");
+    gzip_rows(&mut b, &m.render(), base_render.median, "base set");
     for p in 0..10 {
         let plant = format!("plant-{p}");
         for e in 0..1000 {
@@ -638,6 +662,7 @@ fn main() {
         st.per_sec()
     ));
     sparkplug_rows(&mut b, &rendered, st.median, "10,000 equipment series");
+    gzip_rows(&mut b, &rendered, st.median, "10,000 equipment series");
     drop(m);
 
     // --- spool append -----------------------------------------------------------------------

@@ -201,6 +201,7 @@ fn victoria_metrics(port: u16, dir: &Path) -> Proc {
 }
 
 fn prometheus(port: u16, dir: &Path) -> Proc {
+    std::fs::create_dir_all(dir).unwrap();
     let conf = dir.join("prometheus.yml");
     std::fs::write(
         &conf,
@@ -353,26 +354,16 @@ fn rand(state: &Mutex<u64>) -> u64 {
 }
 
 impl Gw {
-    fn new(id: &str, site: &str, dir: &Path, interval: u64, mqtt: Option<u16>, rw: &str) -> Gw {
-        let spool_dir = dir.join(id);
-        let mut text = format!(
-            "[identity]\ngateway_id = \"{id}\"\nsite_plant_id = \"{site}\"\n\
-             [paths]\nstate_dir = {sd:?}\nlog_dir = {ld:?}\n\
-             [metrics]\nsnapshot_interval_secs = {interval}\n\
-             [spool]\ndir = {sp:?}\nmax_bytes = 268435456\nsegment_bytes = 4194304\nmin_free_bytes = 0\nship_logs = false\n\
-             [sinks.remote_write]\nenabled = true\nurl = \"{rw}\"\ntimeout_ms = 30000\n",
-            sd = spool_dir.join("state").display().to_string(),
-            ld = spool_dir.join("logs").display().to_string(),
-            sp = spool_dir.join("spool").display().to_string(),
-        );
-        if let Some(port) = mqtt {
-            text.push_str(&format!(
-                "[sinks.mqtt]\nenabled = true\nport = {port}\nclient_id = \"{id}\"\nkeep_alive_secs = 60\n"
-            ));
-        }
-        let cfg = config::parse(&text, id)
-            .and_then(|r| r.validate(id, &Environment::default()))
-            .unwrap_or_else(|e| panic!("{id}: {e}"));
+    /// A gateway; `gzip`: its MQTT sink compresses (`compression = "gzip"`).
+    fn new(
+        id: &str,
+        site: &str,
+        dir: &Path,
+        interval: u64,
+        mqtt: Option<(u16, bool)>,
+        rw: &str,
+    ) -> Gw {
+        let cfg = Gw::config(id, &Gw::config_text(id, site, dir, interval, mqtt, rw));
         let metrics = Arc::new(Metrics::new(id, cfg.labels.clone(), &cfg.metrics, 0.0).unwrap());
         let sinks: Vec<&str> = if mqtt.is_some() {
             vec!["mqtt", "remote_write"]
@@ -392,6 +383,55 @@ impl Gw {
             snaps: Mutex::new(Vec::new()),
             rng: Mutex::new(seed),
         }
+    }
+
+    /// The remote-write sink of this gateway's configuration, pointed at `url`.
+    fn remote_write_to(&self, url: &str) -> copilot_edge::config::RemoteWriteSinkConfig {
+        let dir = self.cfg.spool.dir.parent().unwrap().parent().unwrap();
+        let text = Gw::config_text(
+            &self.id,
+            &self.cfg.identity.site_plant_id,
+            dir,
+            self.cfg.metrics.snapshot_interval.as_secs(),
+            None,
+            url,
+        );
+        Gw::config(&self.id, &text).remote_write.unwrap()
+    }
+
+    fn config(id: &str, text: &str) -> Config {
+        config::parse(text, id)
+            .and_then(|r| r.validate(id, &Environment::default()))
+            .unwrap_or_else(|e| panic!("{id}: {e}"))
+    }
+
+    fn config_text(
+        id: &str,
+        site: &str,
+        dir: &Path,
+        interval: u64,
+        mqtt: Option<(u16, bool)>,
+        rw: &str,
+    ) -> String {
+        let spool_dir = dir.join(id);
+        let mut text = format!(
+            "[identity]\ngateway_id = \"{id}\"\nsite_plant_id = \"{site}\"\n\
+             [paths]\nstate_dir = {sd:?}\nlog_dir = {ld:?}\n\
+             [metrics]\nsnapshot_interval_secs = {interval}\n\
+             [spool]\ndir = {sp:?}\nmax_bytes = 268435456\nsegment_bytes = 4194304\nmin_free_bytes = 0\nship_logs = false\n\
+             [sinks.remote_write]\nenabled = true\nurl = \"{rw}\"\ntimeout_ms = 30000\n",
+            sd = spool_dir.join("state").display().to_string(),
+            ld = spool_dir.join("logs").display().to_string(),
+            sp = spool_dir.join("spool").display().to_string(),
+        );
+        if let Some((port, gzip)) = mqtt {
+            text.push_str(&format!(
+                "[sinks.mqtt]\nenabled = true\nport = {port}\nclient_id = \"{id}\"\nkeep_alive_secs = 60\n\
+                 compression = \"{}\"\n",
+                if gzip { "gzip" } else { "none" }
+            ));
+        }
+        text
     }
 
     /// A few requests' worth of metric updates, as the HTTP layer records them.
@@ -467,8 +507,16 @@ async fn collect(
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    // "# copilot_edge_record seq=N ts_ms=T gateway_id=G"
-                    let head = p.payload.split(|b| *b == b'\n').next().unwrap_or(b"");
+                    // "# copilot_edge_record seq=N ts_ms=T gateway_id=G", gzip-compressed or not
+                    let plain = if p.payload.starts_with(&[0x1f, 0x8b]) {
+                        match copilot_edge::compress::gunzip(&p.payload, 64 << 20) {
+                            Ok(d) => d,
+                            Err(e) => panic!("{}: bad gzip payload: {e}", p.topic),
+                        }
+                    } else {
+                        p.payload.to_vec()
+                    };
+                    let head = plain.split(|b| *b == b'\n').next().unwrap_or(b"");
                     let head = String::from_utf8_lossy(head);
                     let field = |k: &str| head.split(' ').find_map(|f| f.strip_prefix(k)).map(str::to_string);
                     if let (Some(seq), Some(gw)) = (field("seq=").and_then(|s| s.parse().ok()), field("gateway_id=")) {
@@ -556,7 +604,8 @@ fn main() {
                 &format!("site-{:02}", i % 40),
                 &a.dir.join("gw"),
                 a.interval,
-                Some(mqtt_port),
+                // every second gateway compresses its MQTT payloads, to measure both
+                Some((mqtt_port, i % 2 == 1)),
                 &rw_url,
             ))
         })
@@ -606,6 +655,8 @@ fn main() {
     }
 
     let shutdown = CancellationToken::new();
+    // The remote-write sinks stop on their own token when the load moves to Prometheus.
+    let rw_stop = shutdown.child_token();
     let _guard = rt.enter();
     for g in &gws {
         let c = &g.cfg;
@@ -627,7 +678,7 @@ fn main() {
             g.metrics.clone(),
             c.metrics.snapshot_interval,
         );
-        rt.spawn(s.run(shutdown.clone()));
+        rt.spawn(s.run(rw_stop.clone()));
         // Live snapshots continue the gateway's cadence from its last backdated one.
         let g2 = g.clone();
         let stop = shutdown.clone();
@@ -904,15 +955,20 @@ fn main() {
     let ingest = (rows_at(vm_port) - rows0) / secs;
     let vm_cpu = (proc_usage(vm.child.id()).0 - vm_cpu0) / secs;
     let mq_cpu = (proc_usage(broker.child.id()).0 - mq_cpu0) / secs;
-    let mqtt_bytes: f64 = {
+    // Bytes per gateway per day at the collector, for the plain and the gzip half of the fleet.
+    let mqtt_bytes = |gzip: bool| -> f64 {
         let c = collected.lock().unwrap();
-        gws.iter()
+        let half: Vec<&Arc<Gw>> = gws
+            .iter()
+            .filter(|g| g.cfg.mqtt.as_ref().is_some_and(|m| m.gzip == gzip))
+            .collect();
+        half.iter()
             .map(|g| {
                 c.bytes.get(&g.id).copied().unwrap_or(0)
                     - bytes_before.get(&g.id).copied().unwrap_or(0)
             })
             .sum::<u64>() as f64
-            / sim_n as f64
+            / half.len().max(1) as f64
             / secs
             * 86400.0
     };
@@ -954,7 +1010,11 @@ fn main() {
     ));
     rows.push((
         "uplink per gateway per day, MQTT (Prometheus text, measured at the collector)".into(),
-        fmt_bytes(mqtt_bytes),
+        fmt_bytes(mqtt_bytes(false)),
+    ));
+    rows.push((
+        "uplink per gateway per day, MQTT (Prometheus text, compression = \"gzip\", the other half of the fleet)".into(),
+        fmt_bytes(mqtt_bytes(true)),
     ));
     rows.push(("uplink per gateway per day, MQTT Sparkplug B (NDATA by exception, one snapshot of traffic apart)".into(), format!(
         "{} ({ndata} B per snapshot)",
@@ -1042,12 +1102,60 @@ fn main() {
         top.join("; "),
     ));
 
+    // --- 2b. the same steady load on Prometheus (remote-write receiver) ----------------------
+    // The simulated gateways' remote write moves from VictoriaMetrics to a Prometheus; after a
+    // settling period its CPU, memory and ingest are measured like VictoriaMetrics' above.
+    rw_stop.cancel();
+    let prom_port = free_port();
+    let prom = prometheus(prom_port, &svc.join("prom-steady"));
+    let prom_url = format!("http://127.0.0.1:{prom_port}/api/v1/write");
+    for g in &gws {
+        let s = RemoteWriteSink::new(
+            g.remote_write_to(&prom_url),
+            g.spool.clone(),
+            g.metrics.clone(),
+            g.cfg.metrics.snapshot_interval,
+        );
+        rt.spawn(s.run(shutdown.clone()));
+    }
+    let prom_samples = || -> f64 {
+        let (_, body) = http_get(prom_port, "/metrics");
+        String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| l.starts_with("prometheus_tsdb_head_samples_appended_total"))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum()
+    };
+    std::thread::sleep(Duration::from_secs(2 * a.interval));
+    let (p_cpu0, _, _) = proc_usage(prom.child.id());
+    let p_rows0 = prom_samples();
+    let steady = Instant::now();
+    let mut p_rss = 0f64;
+    while steady.elapsed() < Duration::from_secs(a.steady_secs) {
+        std::thread::sleep(Duration::from_secs(1));
+        p_rss = p_rss.max(proc_usage(prom.child.id()).1);
+    }
+    let secs = steady.elapsed().as_secs_f64();
+    let p_ingest = (prom_samples() - p_rows0) / secs;
+    let p_cpu = (proc_usage(prom.child.id()).0 - p_cpu0) / secs;
+    if p_ingest <= 0.0 {
+        failures.push("steady state on Prometheus: no samples ingested".into());
+    }
+    rows.push((
+        "Prometheus with the same load by remote write: ingest, CPU / peak RSS".into(),
+        format!(
+            "{p_ingest:.0} samples/s, {:.0} % of a core / {p_rss:.0} MiB",
+            p_cpu * 100.0
+        ),
+    ));
+
     shutdown.cancel();
     stop_collect.cancel();
     std::thread::sleep(Duration::from_millis(500));
     drop(reals);
     drop(broker);
     drop(vm);
+    drop(prom);
 
     if a.backfill_gateways > 0 {
         backfill(&a, &rt, &svc, &mut rows, &mut failures);

@@ -109,6 +109,89 @@ fn mqtt_outage_delivers_everything_in_order() {
 }
 
 #[test]
+fn mqtt_gzip_payloads_after_an_outage() {
+    let port = free_port();
+    let data = TempDir::new("mq-gz-data");
+    let mut broker = mosquitto_on(port, data.path());
+    Collector::register(port, "it-gzip");
+    broker.stop();
+
+    let dir = TempDir::new("mq-gz");
+    let a = Agent::start(
+        dir.path(),
+        &mqtt_config(dir.path(), port, "")
+            .replace("[sinks.mqtt]\n", "[sinks.mqtt]\ncompression = \"gzip\"\n"),
+    );
+    let traffic = Traffic::start(a.addr, "gz");
+    std::thread::sleep(Duration::from_millis(2500));
+    let sent = traffic.stop();
+    let during_outage = appended(&a);
+    let _broker = mosquitto_on(port, data.path());
+    let sub = Collector::start(port, "it-gzip");
+    sub.wait_all(during_outage, Duration::from_secs(30));
+    assert_complete_in_order(&sub.seqs());
+    let msgs = sub.snapshot();
+    let mut plain_bytes = 0;
+    let mut gz_bytes = 0;
+    let mut traced = std::collections::BTreeSet::new();
+    let mut snapshots_with_requests = 0;
+    for m in &msgs {
+        if m.topic.ends_with("/status") {
+            // The birth and will stay plain text for any subscriber.
+            assert!(!m.payload.starts_with(&[0x1f, 0x8b]), "{m:?}");
+            assert!(
+                String::from_utf8_lossy(&m.payload).contains("line"),
+                "{m:?}"
+            );
+            continue;
+        }
+        assert!(m.payload.starts_with(&[0x1f, 0x8b]), "{} not gzip", m.topic);
+        // An independent decoder: gzip(1).
+        let mut child = std::process::Command::new("gzip")
+            .arg("-dc")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("gzip(1)");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &m.payload).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "gzip -d failed on {}", m.topic);
+        assert_eq!(out.stdout, m.plain());
+        if m.topic.ends_with("/metrics") {
+            plain_bytes += out.stdout.len();
+            gz_bytes += m.payload.len();
+            let text = String::from_utf8(out.stdout).unwrap();
+            assert!(text.starts_with("# copilot_edge_record seq="), "{text}");
+            snapshots_with_requests += usize::from(text.contains("copilot_requests_total{"));
+        } else {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if v["event"]["event"] == "request_completed" {
+                if let Some(t) = v["event"]["trace_id"].as_str() {
+                    traced.insert(t.to_string());
+                }
+            }
+        }
+    }
+    assert_eq!(
+        traced.iter().filter(|t| t.starts_with("gz-")).count() as u64,
+        sent,
+        "every request's log event arrived"
+    );
+    assert!(
+        snapshots_with_requests > 0,
+        "no snapshot with request metrics"
+    );
+    // Snapshots are repetitive Prometheus text: gzip takes them well below a quarter.
+    assert!(
+        gz_bytes * 4 < plain_bytes,
+        "gzip {gz_bytes} B of {plain_bytes} B"
+    );
+    eprintln!("mqtt gzip: {gz_bytes} B on the wire for {plain_bytes} B of snapshots");
+    assert_eq!(a.stop().code(), Some(0));
+    sub.stop();
+}
+
+#[test]
 fn pushgateway_gets_the_newest_values_after_an_outage() {
     let port = free_port();
     let dir = TempDir::new("pgw");

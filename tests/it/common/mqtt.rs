@@ -15,14 +15,24 @@ pub struct Message {
 }
 
 impl Message {
+    /// The payload, decompressed when it is gzip (`compression = "gzip"`).
+    pub fn plain(&self) -> Vec<u8> {
+        if self.payload.starts_with(&[0x1f, 0x8b]) {
+            copilot_edge::compress::gunzip(&self.payload, 64 << 20).expect("valid gzip payload")
+        } else {
+            self.payload.clone()
+        }
+    }
+
     /// The record sequence number: from the `# copilot_edge_record seq=N` header of Prometheus
     /// payloads, or the `seq` field of JSON payloads. None for status messages.
     pub fn seq(&self) -> Option<u64> {
-        let text = String::from_utf8_lossy(&self.payload);
+        let plain = self.plain();
+        let text = String::from_utf8_lossy(&plain);
         if let Some(rest) = text.strip_prefix("# copilot_edge_record seq=") {
             return rest.split_whitespace().next()?.parse().ok();
         }
-        let v: serde_json::Value = serde_json::from_slice(&self.payload).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&plain).ok()?;
         v["seq"].as_u64()
     }
 }
