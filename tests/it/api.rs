@@ -600,12 +600,18 @@ fn llm_failures_fall_back_to_local_answers() {
 
 #[test]
 fn log_files_hold_structured_request_events() {
+    // The upstream answers after 200 ms and the agent gives up at 20 ms, so
+    // the request always outlasts the 1 ms SLA, however fast the engine is.
+    let llm = FakeLlm::start(LlmMode::Slow(Duration::from_millis(200)));
     let dir = TempDir::new("logs");
     let a = Agent::start(
         dir.path(),
         &config_with(
             dir.path(),
-            "[server]\nsla_ms = 1\n[llm]\nurl = \"http://127.0.0.1:9\"\ntimeout_ms = 20\n",
+            &format!(
+                "[server]\nsla_ms = 1\n[llm]\nurl = \"http://{}\"\ntimeout_ms = 20\n",
+                llm.addr
+            ),
         ),
     );
     let r = request(
