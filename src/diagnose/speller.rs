@@ -109,17 +109,8 @@ impl<T: Clone> Speller<T> {
             return None;
         }
         let max = if len >= TWO_EDITS_LEN { 2 } else { 1 };
-        let mut probes = vec![word.to_string()];
-        deletes_of(word, &mut probes);
-        if max == 2 {
-            let mut second = Vec::new();
-            for p in &probes[1..] {
-                deletes_of(p, &mut second);
-            }
-            probes.extend(second);
-        }
         let mut best: Option<(usize, u32)> = None;
-        for p in &probes {
+        let mut probe = |p: &str| {
             for id in self.ids(p) {
                 let cand = &self.words[id as usize].0;
                 if &**cand == word {
@@ -131,6 +122,28 @@ impl<T: Clone> Speller<T> {
                 let d = edit_distance(word, cand, max);
                 if d <= max && best.map_or(true, |(bd, bid)| (d, id) < (bd, bid)) {
                     best = Some((d, id));
+                }
+            }
+        };
+        // The word and its variants with one deletion (and, for long words, two deletions at
+        // positions i < j: each distinct variant once), built in one reused buffer.
+        probe(word);
+        let chars: Vec<char> = word.chars().collect();
+        let mut buf = String::with_capacity(word.len());
+        for i in 0..chars.len() {
+            buf.clear();
+            buf.extend(chars[..i].iter().chain(&chars[i + 1..]));
+            probe(&buf);
+            if max == 2 {
+                for j in i + 1..chars.len() {
+                    buf.clear();
+                    buf.extend(
+                        chars[..i]
+                            .iter()
+                            .chain(&chars[i + 1..j])
+                            .chain(&chars[j + 1..]),
+                    );
+                    probe(&buf);
                 }
             }
         }
