@@ -25,7 +25,13 @@ pub struct Speller<T> {
     /// real edit distance.
     hashes: Vec<u64>,
     ids: Vec<u32>,
+    /// `dir[b]` is the first position in `hashes` whose top [`DIR_BITS`] bits are `b` or more,
+    /// so a lookup searches one small bucket instead of the whole table.
+    dir: Vec<u32>,
 }
+
+/// Bits of the hash that pick a bucket (4,096 buckets, 16 KB).
+const DIR_BITS: u32 = 12;
 
 fn key(s: &str) -> u64 {
     let mut h = rustc_hash::FxHasher::default();
@@ -51,6 +57,7 @@ impl<T: Clone> Speller<T> {
             words: Vec::new(),
             hashes: Vec::new(),
             ids: Vec::new(),
+            dir: Vec::new(),
         };
         let mut pairs: Vec<(u64, u32)> = Vec::new();
         let mut seen = rustc_hash::FxHashSet::default();
@@ -71,6 +78,9 @@ impl<T: Clone> Speller<T> {
         pairs.sort_unstable();
         pairs.dedup();
         (s.hashes, s.ids) = pairs.into_iter().unzip();
+        s.dir = (0..=1u64 << DIR_BITS)
+            .map(|b| s.hashes.partition_point(|&h| (h >> (64 - DIR_BITS)) < b) as u32)
+            .collect();
         s.words.shrink_to_fit();
         s
     }
@@ -78,8 +88,11 @@ impl<T: Clone> Speller<T> {
     /// Ids of the words that have `variant` among their variants (and a few collisions).
     fn ids(&self, variant: &str) -> impl Iterator<Item = u32> + '_ {
         let k = key(variant);
-        let from = self.hashes.partition_point(|&h| h < k);
-        let to = from + self.hashes[from..].partition_point(|&h| h == k);
+        let b = (k >> (64 - DIR_BITS)) as usize;
+        let (lo, hi) = (self.dir[b] as usize, self.dir[b + 1] as usize);
+        let bucket = &self.hashes[lo..hi];
+        let from = lo + bucket.partition_point(|&h| h < k);
+        let to = from + self.hashes[from..hi].partition_point(|&h| h == k);
         self.ids[from..to].iter().copied()
     }
 
