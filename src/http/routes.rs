@@ -651,7 +651,7 @@ async fn diagnose(
         m.refusals.with_label_values(&[r.code()]).inc();
     }
 
-    let mut report = answer.report.clone();
+    let mut report = std::borrow::Cow::Borrowed(answer.report.as_str());
     let mut answered_by = agent::RAG;
     let mut engine = "bm25-local".to_string();
     let mut fallback_reason: Option<&'static str> = None;
@@ -681,7 +681,7 @@ async fn diagnose(
             .observe(t_llm.elapsed().as_secs_f64());
         match r {
             Ok(r) => {
-                report = r.text;
+                report = std::borrow::Cow::Owned(r.text);
                 answered_by = agent::LLM_REPORT;
                 engine = format!("llm:{}", llm.model());
                 if r.input_tokens + r.output_tokens > 0 {
