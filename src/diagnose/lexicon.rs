@@ -51,6 +51,8 @@ struct LangFile {
     #[serde(default)]
     out_of_scope: Vec<String>,
     #[serde(default)]
+    out_of_scope_settings: Vec<String>,
+    #[serde(default)]
     terms: BTreeMap<String, String>,
 }
 
@@ -98,7 +100,7 @@ pub struct Phrase {
     pub key: String,
     /// Stems of the key's words, in the language's stemmer.
     pub stems: Box<[Box<str>]>,
-    /// The English value (empty for out-of-scope objects).
+    /// The English value (empty for out-of-scope objects, [`SETTING`] for settings).
     pub value: String,
 }
 
@@ -310,17 +312,22 @@ impl Language {
                 self.surface.insert(toks[0].text.clone(), id as u32);
             }
         }
-        for o in &f.out_of_scope {
+        let objects = f.out_of_scope.iter().map(|o| (o, "out_of_scope", ""));
+        let settings = f
+            .out_of_scope_settings
+            .iter()
+            .map(|o| (o, "out_of_scope_settings", SETTING));
+        for (o, list, value) in objects.chain(settings) {
             let stems = self.phrase_stems(o);
             if stems.is_empty() || stems.len() > MAX_PHRASE {
                 return Err(err(format!(
-                    "out_of_scope entry {o:?} must have 1 to {MAX_PHRASE} words"
+                    "{list} entry {o:?} must have 1 to {MAX_PHRASE} words"
                 )));
             }
             self.out_of_scope.list.push(Phrase {
                 key: o.clone(),
                 stems,
-                value: String::new(),
+                value: value.to_string(),
             });
         }
         self.terms.rebuild();
@@ -328,6 +335,10 @@ impl Language {
         Ok(())
     }
 }
+
+/// The value of an `out_of_scope` phrase that names a setting ("at home", "my car"): it takes
+/// the question out of the plant wherever it stands, even after a plant equipment word.
+pub const SETTING: &str = "setting";
 
 /// Every language, English (the knowledge base's language) first.
 pub struct Lexicon {

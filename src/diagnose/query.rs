@@ -281,6 +281,8 @@ impl QueryAnalyzer {
         let (mut neg_left, mut neg_clause) = (0u8, 0u16);
         let mut shift = 0u16;
         let mut oos_at: Option<usize> = None;
+        // A setting ("at home") outside the plant: out of scope wherever it stands.
+        let mut setting = false;
         let mut i = 0;
         // (language index, phrase id) emitted as English terms.
         let emit = |li: usize,
@@ -317,14 +319,18 @@ impl QueryAnalyzer {
             let oos = l
                 .out_of_scope
                 .longest_at(sl)
-                .map(|(id, n)| (&l.out_of_scope.list[id as usize].key, n))
+                .map(|(id, n)| (&l.out_of_scope.list[id as usize], n))
                 .or_else(|| {
                     en.out_of_scope
                         .longest_at(se)
-                        .map(|(id, n)| (&en.out_of_scope.list[id as usize].key, n))
+                        .map(|(id, n)| (&en.out_of_scope.list[id as usize], n))
                 });
-            if let Some((key, n)) = oos {
-                if a.out_of_scope.is_none() {
+            if let Some((phrase, n)) = oos {
+                if phrase.value == super::lexicon::SETTING && !setting {
+                    setting = true;
+                    a.out_of_scope = Some(phrase.key.clone());
+                } else if a.out_of_scope.is_none() {
+                    let key = &phrase.key;
                     a.out_of_scope = Some(key.clone());
                     // An equipment word right before the object modifies it ("electric car
                     // charger"): it does not make the question about plant equipment.
@@ -437,7 +443,7 @@ impl QueryAnalyzer {
         let first_equipment = items.iter().position(|it| {
             !it.negated && self.equipment.contains(&it.stem) && !fine_clauses.contains(&it.clause)
         });
-        if let Some(at) = oos_at {
+        if let Some(at) = oos_at.filter(|_| !setting) {
             if first_equipment.is_some_and(|e| e < at) {
                 a.out_of_scope = None;
             }
@@ -505,6 +511,7 @@ comparison_words = ["than"]
 clause_breaks = ["but"]
 fault_words = ["leak", "leaking", "noise", "noisy"]
 out_of_scope = ["water cooler", "aircon"]
+out_of_scope_settings = ["at home"]
 [terms]
 "cav" = "cavitation"
 "hitting it with a hammer" = "knocking"
@@ -518,6 +525,7 @@ stop_words = ["der", "die", "das", "am", "ist", "zu", "und"]
 negators = ["kein", "keine", "nicht"]
 fine_words = ["normal"]
 clause_breaks = ["aber"]
+out_of_scope_settings = ["zu hause"]
 [terms]
 "öl" = "oil"
 "temperatur" = "temperature"
@@ -618,6 +626,29 @@ clause_breaks = ["aber"]
         );
         assert_eq!(
             qa.analyze("pump knocking, the aircon is off too", &idx)
+                .out_of_scope,
+            None
+        );
+    }
+
+    #[test]
+    fn out_of_scope_setting_counts_wherever_it_stands() {
+        let (qa, idx) = setup();
+        // A plant word first does not bring a question about home back into the plant.
+        assert_eq!(
+            qa.analyze("my gas boiler at home keeps locking out", &idx)
+                .out_of_scope
+                .as_deref(),
+            Some("at home")
+        );
+        assert_eq!(
+            qa.analyze("Pumpe vom Gartenteich zu Hause brummt nur", &idx)
+                .out_of_scope
+                .as_deref(),
+            Some("zu hause")
+        );
+        assert_eq!(
+            qa.analyze("boiler 1 locks out after the burner starts", &idx)
                 .out_of_scope,
             None
         );
