@@ -513,11 +513,12 @@ impl DiagnoseEngine {
         };
         let supported = refusal.is_none();
 
+        let cite_max = self.settings.max_documents;
         let mut guidance = Guidance {
-            recommended_steps: vec![],
-            cited_documents: vec![],
-            citations: vec![],
-            safety_notes: vec![],
+            recommended_steps: Vec::with_capacity(self.settings.max_steps),
+            cited_documents: Vec::with_capacity(cite_max),
+            citations: Vec::with_capacity(cite_max),
+            safety_notes: Vec::with_capacity(2 * cite_max),
         };
         let mut cited_docs = Vec::new();
         let mut confidence = 0.0;
@@ -546,17 +547,20 @@ impl DiagnoseEngine {
                     title: title.clone(),
                     relevance: round3(h.relevance as f64),
                 });
+                // Built with push_str: these run for every step of every answer.
                 for s in safety.iter().take(2) {
-                    guidance.safety_notes.push(format!("{s} [{}]", d.id));
+                    let mut note = String::with_capacity(s.len() + d.id.len() + 3);
+                    note.push_str(s);
+                    note.push_str(" [");
+                    note.push_str(&d.id);
+                    note.push(']');
+                    guidance.safety_notes.push(note);
                 }
                 for (n, s) in steps.iter().enumerate().take(per_doc) {
                     if guidance.recommended_steps.len() < self.settings.max_steps {
-                        guidance.recommended_steps.push(format!(
-                            "{}: {s} [{} step {}]",
-                            q.equipment_id,
-                            d.id,
-                            n + 1
-                        ));
+                        guidance
+                            .recommended_steps
+                            .push(step_line(q.equipment_id, s, &d.id, n + 1));
                     }
                 }
                 cited_docs.push(h.doc);
@@ -613,7 +617,9 @@ impl DiagnoseEngine {
         use std::fmt::Write as _;
         // One buffer, written in place: this runs on every request.
         let steps_len: usize = g.recommended_steps.iter().map(|s| s.len() + 4).sum();
-        let mut r = String::with_capacity(512 + q.problem_description.len() + 2 * steps_len);
+        let notes_len: usize = g.safety_notes.iter().map(|s| s.len() + 1).sum();
+        let mut r =
+            String::with_capacity(512 + q.problem_description.len() + steps_len + notes_len);
         let _ = write!(
             r,
             "Diagnostic report for equipment {} at plant {}. Reported problem: {}",
@@ -678,13 +684,34 @@ impl DiagnoseEngine {
         for (i, s) in g.recommended_steps.iter().enumerate() {
             let _ = write!(r, " {}. {s}", i + 1);
         }
-        if !g.safety_notes.is_empty() {
-            r.push_str(" Safety: ");
-            r.push_str(&g.safety_notes.join(" "));
+        for (i, note) in g.safety_notes.iter().enumerate() {
+            r.push_str(if i == 0 { " Safety: " } else { " " });
+            r.push_str(note);
         }
-        r.push_str(&format!(" Sources: {}.", g.cited_documents.join(", ")));
+        r.push_str(" Sources: ");
+        for (i, d) in g.cited_documents.iter().enumerate() {
+            if i > 0 {
+                r.push_str(", ");
+            }
+            r.push_str(d);
+        }
+        r.push('.');
         r
     }
+}
+
+/// `"{equipment}: {step} [{doc} step {n}]"`, the form every recommended step takes.
+fn step_line(equipment: &str, step: &str, doc: &str, n: usize) -> String {
+    use std::fmt::Write as _;
+    let mut line = String::with_capacity(equipment.len() + step.len() + doc.len() + 16);
+    line.push_str(equipment);
+    line.push_str(": ");
+    line.push_str(step);
+    line.push_str(" [");
+    line.push_str(doc);
+    line.push_str(" step ");
+    let _ = write!(line, "{n}]");
+    line
 }
 
 fn round3(x: f64) -> f64 {

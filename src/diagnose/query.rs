@@ -271,12 +271,15 @@ impl QueryAnalyzer {
         let stems_l: &[String] = if lang == 0 { &stems_en } else { &stems_l };
         let all_l: Vec<&str> = stems_l.iter().map(String::as_str).collect();
         let all_en: Vec<&str> = stems_en.iter().map(String::as_str).collect();
+        // English terms count in every language; for an English question `l` is English already,
+        // so the second lookup is skipped.
+        let other_en = (lang != 0).then_some(en);
         let mut a = Analysis {
             language: lang,
             ..Analysis::default()
         };
-        let mut items: Vec<Item> = Vec::new();
-        let mut sym: Vec<(u16, String, bool)> = Vec::new();
+        let mut items: Vec<Item> = Vec::with_capacity(toks.len() + 8);
+        let mut sym: Vec<(u16, String, bool)> = Vec::with_capacity(toks.len() + 8);
         let mut fine_clauses: Vec<u16> = Vec::new();
         let (mut neg_left, mut neg_clause) = (0u8, 0u16);
         let mut shift = 0u16;
@@ -308,7 +311,7 @@ impl QueryAnalyzer {
             if clause != neg_clause {
                 neg_left = 0;
             }
-            if l.breaks.contains(w) || en.breaks.contains(w) {
+            if l.breaks.contains(w) || other_en.is_some_and(|e| e.breaks.contains(w)) {
                 shift += 1;
                 neg_left = 0;
                 i += 1;
@@ -321,9 +324,11 @@ impl QueryAnalyzer {
                 .longest_at(sl)
                 .map(|(id, n)| (&l.out_of_scope.list[id as usize], n))
                 .or_else(|| {
-                    en.out_of_scope
-                        .longest_at(se)
-                        .map(|(id, n)| (&en.out_of_scope.list[id as usize], n))
+                    other_en.and_then(|en| {
+                        en.out_of_scope
+                            .longest_at(se)
+                            .map(|(id, n)| (&en.out_of_scope.list[id as usize], n))
+                    })
                 });
             if let Some((phrase, n)) = oos {
                 if phrase.value == super::lexicon::SETTING && !setting {
@@ -340,17 +345,17 @@ impl QueryAnalyzer {
                 i += n;
                 continue;
             }
-            if l.negators.contains(w) || en.negators.contains(w) {
+            if l.negators.contains(w) || other_en.is_some_and(|e| e.negators.contains(w)) {
                 neg_left = NEGATION_REACH;
                 neg_clause = clause;
                 sym.push((clause, NOT.to_string(), false));
                 i += 1;
                 continue;
             }
-            if l.fine.contains(w) || en.fine.contains(w) {
+            if l.fine.contains(w) || other_en.is_some_and(|e| e.fine.contains(w)) {
                 let compared = i > 0 && {
                     let p = toks[i - 1].text.as_str();
-                    l.comparison.contains(p) || en.comparison.contains(p)
+                    l.comparison.contains(p) || other_en.is_some_and(|e| e.comparison.contains(p))
                 };
                 if neg_left == 0 && !compared && !fine_clauses.contains(&clause) {
                     fine_clauses.push(clause);
@@ -378,7 +383,7 @@ impl QueryAnalyzer {
             if w.len() < 2
                 || w.bytes().any(|b| b.is_ascii_digit())
                 || l.stop.contains(w)
-                || en.stop.contains(w)
+                || other_en.is_some_and(|e| e.stop.contains(w))
             {
                 i += 1;
                 continue;

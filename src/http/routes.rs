@@ -764,7 +764,16 @@ async fn diagnose(
             output_tokens,
         },
     };
-    Ok(serialized_response(&out))
+    // The body repeats the steps inside the report: about twice the report plus the rest.
+    let hint = 2 * report.len()
+        + answer
+            .guidance
+            .safety_notes
+            .iter()
+            .map(String::len)
+            .sum::<usize>()
+        + 1024;
+    Ok(serialized_response(&out, hint))
 }
 
 /// The `/v1/diagnose` answer, serialised straight from borrowed parts (no `Value` tree).
@@ -811,9 +820,11 @@ struct Usage {
     output_tokens: u64,
 }
 
-fn serialized_response<T: Serialize>(v: &T) -> Resp {
-    // Serialising these plain structs cannot fail.
-    let body = serde_json::to_vec(v).unwrap_or_default();
+/// `capacity` is a guess at the body's size: growing the buffer as it fills copies it each time.
+fn serialized_response<T: Serialize>(v: &T, capacity: usize) -> Resp {
+    let mut body = Vec::with_capacity(capacity);
+    // Serialising these plain structs into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut body, v);
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
