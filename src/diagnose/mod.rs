@@ -682,7 +682,10 @@ impl DiagnoseEngine {
         }
         r.push_str(". Recommended actions:");
         for (i, s) in g.recommended_steps.iter().enumerate() {
-            let _ = write!(r, " {}. {s}", i + 1);
+            r.push(' ');
+            push_number(&mut r, i + 1);
+            r.push_str(". ");
+            r.push_str(s);
         }
         for (i, note) in g.safety_notes.iter().enumerate() {
             r.push_str(if i == 0 { " Safety: " } else { " " });
@@ -702,7 +705,6 @@ impl DiagnoseEngine {
 
 /// `"{equipment}: {step} [{doc} step {n}]"`, the form every recommended step takes.
 fn step_line(equipment: &str, step: &str, doc: &str, n: usize) -> String {
-    use std::fmt::Write as _;
     let mut line = String::with_capacity(equipment.len() + step.len() + doc.len() + 16);
     line.push_str(equipment);
     line.push_str(": ");
@@ -710,8 +712,19 @@ fn step_line(equipment: &str, step: &str, doc: &str, n: usize) -> String {
     line.push_str(" [");
     line.push_str(doc);
     line.push_str(" step ");
-    let _ = write!(line, "{n}]");
+    push_number(&mut line, n);
+    line.push(']');
     line
+}
+
+/// Appends `n` in decimal without going through `fmt` (step numbers: one or two digits).
+fn push_number(s: &mut String, n: usize) {
+    if n < 10 {
+        s.push(char::from(b'0' + n as u8));
+    } else {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{n}");
+    }
 }
 
 fn round3(x: f64) -> f64 {
@@ -721,6 +734,15 @@ fn round3(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_lines_number_one_and_two_digit_steps() {
+        assert_eq!(
+            step_line("press-12", "Bleed the line.", "SOP-HYD-001", 7),
+            "press-12: Bleed the line. [SOP-HYD-001 step 7]"
+        );
+        assert_eq!(step_line("p", "x", "D", 12), "p: x [D step 12]");
+    }
 
     fn engine() -> DiagnoseEngine {
         DiagnoseEngine::new(
