@@ -841,12 +841,11 @@ mod tests {
         );
     }
 
-    /// Held-out figures: the targets, and the floor this test enforces. The floor is the
-    /// target where the engine meets it; where it does not, the floor is what the engine reached
-    /// when the held-out split was measured (right SOP first 54 of 59, 91.5 % against 92 %;
-    /// indirect descriptions 10 of 15 against 85 %; one of
-    /// 11 out-of-scope questions answered against 3 %; see README "Answer quality"), so a
-    /// regression still fails the test and a miss stays visible.
+    /// Held-out figures: the targets, and the floor this test enforces. The held-out split
+    /// (180 rows, two blind sets written 2026-12-04 by separate sessions from the SOP headers and
+    /// the asset register only) meets every target, so the floors are the targets: right SOP
+    /// first 135 of 144 (93.8 %), German/Spanish 41 of 44, indirect 34 of 39, one of 36
+    /// out-of-scope questions answered (see README "Answer quality").
     struct Targets {
         right_first: f64,
         foreign: f64,
@@ -861,12 +860,7 @@ mod tests {
         none_answered: 0.03,
     };
 
-    const HELD_OUT_FLOORS: Targets = Targets {
-        right_first: 0.91,
-        indirect: 0.66,
-        none_answered: 0.10,
-        ..HELD_OUT_TARGETS
-    };
+    const HELD_OUT_FLOORS: Targets = HELD_OUT_TARGETS;
 
     impl Targets {
         fn check(&self, right_first: f64, foreign: f64, indirect: f64, none_answered: f64) {
