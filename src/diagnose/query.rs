@@ -345,14 +345,26 @@ impl QueryAnalyzer {
                 i += n;
                 continue;
             }
-            if l.negators.contains(w) || other_en.is_some_and(|e| e.negators.contains(w)) {
+            let phrase = if lang != 0 {
+                l.terms.longest_at(sl).map(|(id, n)| (lang, id, n))
+            } else {
+                None
+            }
+            .or_else(|| en.terms.longest_at(se).map(|(id, n)| (0, id, n)));
+            // A lexicon phrase that starts with a negation or a "fine" word ("no muscle", "not
+            // fully formed", "never stops running") is read as the phrase, not as a negation.
+            let phrase_here = phrase.is_some_and(|(_, _, n)| n >= 2);
+            if !phrase_here
+                && (l.negators.contains(w) || other_en.is_some_and(|e| e.negators.contains(w)))
+            {
                 neg_left = NEGATION_REACH;
                 neg_clause = clause;
                 sym.push((clause, NOT.to_string(), false));
                 i += 1;
                 continue;
             }
-            if l.fine.contains(w) || other_en.is_some_and(|e| e.fine.contains(w)) {
+            if !phrase_here && (l.fine.contains(w) || other_en.is_some_and(|e| e.fine.contains(w)))
+            {
                 let compared = i > 0 && {
                     let p = toks[i - 1].text.as_str();
                     l.comparison.contains(p) || other_en.is_some_and(|e| e.comparison.contains(p))
@@ -364,12 +376,6 @@ impl QueryAnalyzer {
                 continue;
             }
             let negated = neg_left > 0;
-            let phrase = if lang != 0 {
-                l.terms.longest_at(sl).map(|(id, n)| (lang, id, n))
-            } else {
-                None
-            }
-            .or_else(|| en.terms.longest_at(se).map(|(id, n)| (0, id, n)));
             if let Some((li, id, n)) = phrase {
                 emit(li, id, clause, negated, &mut items, &mut sym);
                 let key = &self.lexicon.languages[li].terms.list[id as usize];
@@ -520,6 +526,7 @@ out_of_scope_settings = ["at home"]
 [terms]
 "cav" = "cavitation"
 "hitting it with a hammer" = "knocking"
+"no muscle" = "low tonnage"
 "#;
     const DE: &str = r#"
 language = "de"
@@ -588,6 +595,25 @@ out_of_scope_settings = ["zu hause"]
         // A comparison is not a "works fine" clause.
         let a = qa.analyze("pump hotter than normal", &idx);
         assert!(a.terms.contains(&"hotter".to_string()), "{:?}", a.terms);
+    }
+
+    #[test]
+    fn a_lexicon_phrase_starting_with_a_negation_is_read_as_the_phrase() {
+        let (qa, idx) = setup();
+        let a = qa.analyze("press has no muscle", &idx);
+        assert!(
+            a.rewrites.iter().any(|r| r.starts_with("no muscle →")),
+            "{:?}",
+            a.rewrites
+        );
+        assert!(
+            a.terms.iter().any(|t| t.starts_with("tonnag")),
+            "{:?}",
+            a.terms
+        );
+        // Not a phrase: the negation still drops the fault word after it.
+        let a = qa.analyze("press has no leak", &idx);
+        assert!(!a.terms.contains(&"leak".to_string()), "{:?}", a.terms);
     }
 
     #[test]
