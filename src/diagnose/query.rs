@@ -642,45 +642,35 @@ out_of_scope_settings = ["zu hause"]
         assert_eq!(a.terms, vec!["pump", "knock"], "{:?}", a.rewrites);
     }
 
+    /// The out-of-scope object or setting the analyser found in `text`, if any.
+    fn out_of_scope(text: &str) -> Option<String> {
+        let (qa, idx) = setup();
+        qa.analyze(text, &idx).out_of_scope
+    }
+
     #[test]
     fn out_of_scope_object_named_first_is_refused() {
-        let (qa, idx) = setup();
         assert_eq!(
-            qa.analyze("the water cooler is leaking", &idx)
-                .out_of_scope
-                .as_deref(),
+            out_of_scope("the water cooler is leaking").as_deref(),
             Some("water cooler")
         );
-        assert_eq!(
-            qa.analyze("aircon noisy", &idx).out_of_scope.as_deref(),
-            Some("aircon")
-        );
-        assert_eq!(
-            qa.analyze("pump knocking, the aircon is off too", &idx)
-                .out_of_scope,
-            None
-        );
+        assert_eq!(out_of_scope("aircon noisy").as_deref(), Some("aircon"));
+        assert_eq!(out_of_scope("pump knocking, the aircon is off too"), None);
     }
 
     #[test]
     fn out_of_scope_setting_counts_wherever_it_stands() {
-        let (qa, idx) = setup();
         // A plant word first does not bring a question about home back into the plant.
         assert_eq!(
-            qa.analyze("my gas boiler at home keeps locking out", &idx)
-                .out_of_scope
-                .as_deref(),
+            out_of_scope("my gas boiler at home keeps locking out").as_deref(),
             Some("at home")
         );
         assert_eq!(
-            qa.analyze("Pumpe vom Gartenteich zu Hause brummt nur", &idx)
-                .out_of_scope
-                .as_deref(),
+            out_of_scope("Pumpe vom Gartenteich zu Hause brummt nur").as_deref(),
             Some("zu hause")
         );
         assert_eq!(
-            qa.analyze("boiler 1 locks out after the burner starts", &idx)
-                .out_of_scope,
+            out_of_scope("boiler 1 locks out after the burner starts"),
             None
         );
     }

@@ -653,7 +653,7 @@ async fn diagnose(
 
     let mut report = std::borrow::Cow::Borrowed(answer.report.as_str());
     let mut answered_by = agent::RAG;
-    let mut engine = "bm25-local".to_string();
+    let mut engine = std::borrow::Cow::Borrowed("bm25-local");
     let mut fallback_reason: Option<&'static str> = None;
     let (mut input_tokens, mut output_tokens) = (answer.input_tokens, answer.output_tokens);
     if let (Some(llm), true) = (&state.llm, answer.supported) {
@@ -683,7 +683,7 @@ async fn diagnose(
             Ok(r) => {
                 report = std::borrow::Cow::Owned(r.text);
                 answered_by = agent::LLM_REPORT;
-                engine = format!("llm:{}", llm.model());
+                engine = std::borrow::Cow::Owned(format!("llm:{}", llm.model()));
                 if r.input_tokens + r.output_tokens > 0 {
                     (input_tokens, output_tokens) = (r.input_tokens, r.output_tokens);
                     // Only counts the model reported (the conventions forbid estimates here).
