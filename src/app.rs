@@ -4,7 +4,7 @@
 //! event → `READY=1`. Stop (SIGTERM/SIGINT): `STOPPING=1` → stop accepting and drain in-flight
 //! requests (bounded by `shutdown_grace_secs`) → background tasks → flush logs → exit 0.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +31,9 @@ use crate::spool::segment::Kind;
 use crate::spool::{now_ms, Spool};
 
 /// Creates a directory the agent owns with `mode` (whatever the umask), or checks it is one.
-fn ensure_dir(p: &Path, mode: u32) -> anyhow::Result<()> {
+/// Creates a directory the agent owns, or tightens an existing one to `mode`; returns the mode it
+/// had when it was looser.
+fn ensure_dir(p: &Path, mode: u32) -> anyhow::Result<Option<u32>> {
     logging::create_private_dir(p, mode)
         .with_context(|| format!("cannot create directory {}", p.display()))
 }
@@ -195,28 +197,25 @@ fn configured_sinks(cfg: &Config) -> Vec<&'static str> {
     v
 }
 
-/// Hands memory freed after building the engine (parsed lexicon and documents, index build
-/// buffers) back to the OS. glibc keeps freed heap pages otherwise; musl (the static gateway
-/// build) returns them by itself.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// How often the tokens file is checked for changes.
 const TOKENS_POLL: Duration = Duration::from_secs(2);
 
 fn refresh_tokens(state: &AppState) {
-    match state.auth.refresh() {
-        auth::Refresh::Unchanged => {}
+    let file = state.auth.file().display();
+    let mut r = state.auth.refresh();
+    if let auth::Refresh::Repaired(mode, then) = r {
+        tracing::warn!(path = %file, mode = %format!("{mode:04o}"), now = %format!("{:04o}", mode & 0o755), "tokens_file_permissions_repaired");
+        r = *then;
+    }
+    match r {
+        auth::Refresh::Unchanged | auth::Refresh::Repaired(..) => {}
         auth::Refresh::Reloaded(n) => {
-            info!(path = %state.auth.file().display(), tokens = n, "tokens_reloaded")
+            state.metrics.tokens_file_valid.set(1);
+            info!(path = %file, tokens = n, "tokens_reloaded")
         }
         auth::Refresh::Invalid(e) => {
-            tracing::warn!(path = %state.auth.file().display(), error = %e, "tokens_file_invalid")
+            state.metrics.tokens_file_valid.set(0);
+            tracing::warn!(path = %file, error = %e, kept = "the last good set of tokens", "tokens_file_invalid")
         }
     }
 }
@@ -254,7 +253,7 @@ async fn run_reloads(cfg: Arc<Config>, state: Arc<AppState>, stop: CancellationT
             Ok(Ok(engine)) => {
                 log_engine(&engine, &cfg, "knowledge_base_reloaded");
                 state.engine.replace(engine);
-                release_freed_memory();
+                crate::memtrim::release_freed_memory();
                 state.metrics.kb_reloads.with_label_values(&["ok"]).inc();
                 info!(ms = t0.elapsed().as_millis() as u64, "reload_done");
             }
@@ -281,9 +280,15 @@ async fn run_reloads(cfg: Arc<Config>, state: Arc<AppState>, stop: CancellationT
 /// Runs the agent until SIGTERM/SIGINT. Returns after an orderly shutdown.
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     let started = Instant::now();
-    ensure_dir(&cfg.paths.state_dir, 0o700)?;
-    ensure_dir(&cfg.paths.log_dir, 0o750)?;
+    let state_repaired = ensure_dir(&cfg.paths.state_dir, 0o700)?;
+    let logs_repaired = ensure_dir(&cfg.paths.log_dir, 0o750)?;
     let _log_guard = logging::init(&cfg.logging, Some(&cfg.paths.log_dir)).context("logging")?;
+    if let Some(old) = state_repaired {
+        tracing::warn!(path = %cfg.paths.state_dir.display(), mode = %format!("{old:04o}"), now = %format!("{:04o}", old & 0o700), "state_dir_permissions_repaired");
+    }
+    if let Some(old) = logs_repaired {
+        tracing::warn!(path = %cfg.paths.log_dir.display(), mode = %format!("{old:04o}"), now = %format!("{:04o}", old & 0o750), "log_dir_permissions_repaired");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("copilot-edge")
@@ -298,34 +303,72 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     result
 }
 
-async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
-    info!(version = env!("CARGO_PKG_VERSION"), config = %cfg.source, state_dir = %cfg.paths.state_dir.display(), log_dir = %cfg.paths.log_dir.display(), "starting");
+/// The tokens accepted at start (every token, and those not from the tokens file), after the
+/// permission repairs, and the first-start `api-token` path when that is how the operator gets
+/// in. The first-start token exists only while no token is configured anywhere; it becomes the
+/// `local-operator` entry of the tokens file (see [`auth::ensure_token`]).
+type StartTokens = (
+    Vec<auth::TokenEntry>,
+    Vec<auth::TokenEntry>,
+    Option<PathBuf>,
+);
+
+fn first_start_tokens(cfg: &Config) -> anyhow::Result<StartTokens> {
     let mut tokens = cfg.auth.tokens.clone();
     let mut fixed_tokens = cfg.auth.fixed_tokens.clone();
-    let mut token_hint = None;
-    if tokens.is_empty() {
-        if let Some(mode) = auth::tighten_token_file(&cfg.paths.state_dir)
-            .context("first-start API token permissions")?
-        {
-            tracing::warn!(path = %cfg.paths.state_dir.join("api-token").display(), mode = %format!("{mode:04o}"), now = "0600", "api_token_permissions_repaired");
-        }
-        let (entry, path, created) =
-            auth::ensure_token(&cfg.paths.state_dir).context("first-start API token")?;
-        if created {
-            info!(path = %path.display(), user_id = %entry.user_id, "api_token_generated");
-        } else {
-            info!(path = %path.display(), user_id = %entry.user_id, "api_token_loaded");
-        }
-        token_hint = Some(path);
-        fixed_tokens.push(entry.clone());
-        tokens.push(entry);
+    let file = &cfg.auth.tokens_file;
+    let state_dir = &cfg.paths.state_dir;
+    if let Some(mode) = auth::tighten_tokens_file(file).context("tokens file permissions")? {
+        tracing::warn!(path = %file.display(), mode = %format!("{mode:04o}"), now = %format!("{:04o}", mode & 0o755), "tokens_file_permissions_repaired");
     }
+    if let Some(mode) =
+        auth::tighten_token_file(state_dir).context("first-start API token permissions")?
+    {
+        tracing::warn!(path = %state_dir.join(auth::API_TOKEN_FILE).display(), mode = %format!("{mode:04o}"), now = "0600", "api_token_permissions_repaired");
+    }
+    if cfg.auth.tokens_file_configured_but_missing {
+        tracing::warn!(path = %file.display(), "tokens_file_missing");
+    }
+    let api_token = state_dir.join(auth::API_TOKEN_FILE);
+    if tokens.is_empty() {
+        let now = logging::rfc3339(std::time::SystemTime::now());
+        let (entry, path, made, entered) =
+            auth::ensure_token(state_dir, file, &now).context("first-start API token")?;
+        match made {
+            auth::FirstStart::Created => {
+                info!(path = %path.display(), user_id = %entry.user_id, tokens_file = %file.display(), "api_token_generated")
+            }
+            auth::FirstStart::Entered => {
+                info!(path = %path.display(), user_id = %entry.user_id, tokens_file = %file.display(), "api_token_entered")
+            }
+        }
+        if let Err(e) = entered {
+            // A tokens file the service cannot write (e.g. under /etc): the token still works
+            // for this run, and the operator is told how to make it permanent.
+            tracing::warn!(path = %path.display(), error = %e, "api_token_not_entered");
+            fixed_tokens.push(entry.clone());
+        }
+        tokens.push(entry);
+        return Ok((tokens, fixed_tokens, Some(path)));
+    }
+    if let Ok(t) = std::fs::read_to_string(&api_token) {
+        let d = auth::digest(t.trim());
+        if !t.trim().is_empty() && !tokens.iter().any(|e| e.sha256 == d) {
+            tracing::warn!(path = %api_token.display(), tokens_file = %file.display(), hint = "this token is not accepted: it was revoked or never entered; delete the file, or use `copilot-edge token add NAME`", "api_token_not_accepted");
+        }
+    }
+    Ok((tokens, fixed_tokens, None))
+}
+
+async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
+    info!(version = env!("CARGO_PKG_VERSION"), config = %cfg.source, state_dir = %cfg.paths.state_dir.display(), log_dir = %cfg.paths.log_dir.display(), "starting");
+    let (tokens, fixed_tokens, token_hint) = first_start_tokens(&cfg)?;
 
     let knowledge = load_knowledge(&cfg)
         .map_err(|p| anyhow::anyhow!("knowledge base: {}", problems_text(&p)))?;
     let engine = DiagnoseEngine::build(knowledge, engine_settings(&cfg));
     log_engine(&engine, &cfg, "knowledge_base_loaded");
-    release_freed_memory();
+    crate::memtrim::release_freed_memory();
 
     let metrics = Arc::new(Metrics::new(
         &cfg.identity.gateway_id,
@@ -351,6 +394,8 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
         gateway_id: cfg.identity.gateway_id.clone(),
         site: cfg.identity.site_plant_id.clone(),
         sinks: configured_sinks(&cfg),
+        auth_failures: auth::AuthFailures::new(),
+        host_names: http::host_names(&cfg.server.allowed_hosts),
     });
 
     let stop_signal = StopSignal::install();

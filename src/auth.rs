@@ -8,18 +8,75 @@
 //! [`ensure_token`] generates one on first start, stores it as `<state_dir>/api-token` with mode
 //! 0600 and reuses it on later starts.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::config::TokenEntry;
+/// A configured API user: the SHA-256 of their token, never the token itself.
+#[derive(Debug, Clone)]
+pub struct TokenEntry {
+    pub user_id: String,
+    pub sha256: [u8; 32],
+}
 
-/// The user id given to the generated first-start token.
+/// The user id given to the generated first-start token. It is an ordinary entry of the tokens
+/// file: valid until `copilot-edge token revoke local-operator`, listed by `token list`.
 pub const GENERATED_USER: &str = "local-operator";
 
 /// Name of the tokens file under the state directory (when `auth.tokens_file` is not set).
 pub const TOKENS_FILE: &str = "tokens";
+
+/// The token-name rule, as error messages state it.
+pub const TOKEN_NAME_RULE: &str =
+    "must be 1-64 characters of A-Z a-z 0-9 . _ - (no `:`, spaces or other characters)";
+
+/// Is `s` a valid token name (user id)? `:` separates the name from the digest in the tokens
+/// file, so it can never be part of a name.
+pub fn is_valid_token_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// The 64 hex digits of a SHA-256, as bytes.
+pub fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let hi = (chunk[0] as char).to_digit(16)?;
+        let lo = (chunk[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+/// Parses the tokens file format: `name:sha256hex` lines, `#` comments and blank lines ignored.
+/// The error names the line.
+pub fn parse_token_lines(text: &str) -> Result<Vec<TokenEntry>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (user, hash) = line
+            .split_once(':')
+            .ok_or_else(|| format!("line {}: expected name:sha256hex", n + 1))?;
+        let sha256 = parse_sha256_hex(hash.trim())
+            .ok_or_else(|| format!("line {}: sha256 must be 64 hex digits", n + 1))?;
+        if !is_valid_token_name(user.trim()) {
+            return Err(format!("line {}: token name {TOKEN_NAME_RULE}", n + 1));
+        }
+        out.push(TokenEntry {
+            user_id: user.trim().to_string(),
+            sha256,
+        });
+    }
+    Ok(out)
+}
 
 /// Why a request is not authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +87,16 @@ pub enum AuthError {
     /// The token matches no configured user.
     #[error("invalid token")]
     Invalid,
+}
+
+impl AuthError {
+    /// The `reason` label of `copilot_edge_auth_failures_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Invalid => "invalid",
+        }
+    }
 }
 
 /// Errors while preparing the first-start token.
@@ -92,13 +159,10 @@ impl Authenticator {
     }
 }
 
-/// Reads a tokens file (`user_id:sha256hex` lines, `#` comments). A missing file is empty
-/// unless `required`.
+/// Reads a tokens file. A missing file is empty unless `required`.
 pub fn read_tokens_file(path: &Path, required: bool) -> Result<Vec<TokenEntry>, String> {
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            crate::config::parse_token_lines(&text).map_err(|e| format!("{}: {e}", path.display()))
-        }
+        Ok(text) => parse_token_lines(&text).map_err(|e| format!("{}: {e}", path.display())),
         // Missing, or under a state directory that is not one (reported by its own check).
         Err(e)
             if !required
@@ -137,19 +201,89 @@ pub struct Listed {
 /// Errors of the `token` subcommands.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenCmdError {
+    /// The tokens file cannot be read or does not parse (it is then never rewritten).
     #[error("{0}")]
     File(String),
-    #[error("`{0}` is not a valid token name (1-64 of [A-Za-z0-9-_.:])")]
+    /// The name breaks [`TOKEN_NAME_RULE`].
+    #[error("`{0}` is not a valid token name: it {TOKEN_NAME_RULE}")]
     BadName(String),
+    /// `token add` for a name that has a token.
     #[error("a token named `{0}` already exists (revoke it first)")]
     Exists(String),
+    /// `token revoke` for a name that has none.
     #[error("no token named `{0}`")]
     Unknown(String),
+    /// Locking, writing, syncing or renaming failed; the file is unchanged.
     #[error("writing {path}: {source}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// An exclusive lock on a tokens file: every read-modify-write of the file holds one, so two
+/// `token` commands (or a command and the agent adding its first-start entry) never interleave.
+/// It is an `flock` on a lock file beside the tokens file (`.tokens.lock`), released when the
+/// value is dropped or the process dies.
+pub struct TokensLock {
+    _file: std::fs::File,
+}
+
+/// Creates `dir` and any missing parents as 0700 (whatever the umask).
+fn create_private_dirs(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| TOKENS_FILE.into());
+    path.with_file_name(format!(".{name}.lock"))
+}
+
+impl TokensLock {
+    /// Waits for the exclusive lock on `path` (creating its directory 0700 when missing).
+    pub fn acquire(path: &Path) -> Result<TokensLock, TokenCmdError> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let werr = |source| TokenCmdError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            create_private_dirs(dir).map_err(werr)?;
+        }
+        let lp = lock_path(path);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .open(&lp)
+            // A lock file made by another user (root's CLI vs the service): a shared fd is
+            // enough for flock.
+            .or_else(|_| std::fs::File::open(&lp))
+            .map_err(werr)?;
+        loop {
+            // SAFETY: flock on a file descriptor this function owns.
+            let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if r == 0 {
+                return Ok(TokensLock { _file: file });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(werr(e));
+            }
+        }
+    }
 }
 
 /// The tokens file's lines and entries (entries keep their comment line, if any).
@@ -165,7 +299,7 @@ fn load_lines(path: &Path) -> Result<Vec<String>, TokenCmdError> {
         }
     };
     // A file that does not parse is not edited further (the agent would not accept it either).
-    crate::config::parse_token_lines(&text)
+    parse_token_lines(&text)
         .map_err(|e| TokenCmdError::File(format!("{}: {e}", path.display())))?;
     Ok(text.lines().map(str::to_string).collect())
 }
@@ -178,54 +312,61 @@ fn entry_name(line: &str) -> Option<&str> {
     l.split_once(':').map(|(n, _)| n.trim())
 }
 
-/// Replaces the file atomically (temporary file, fsync, rename). It holds only digests of
-/// 244-bit random tokens, so it is readable by all (mode 0644): the service may run as another
-/// (dynamic) user than the root who manages the tokens. An existing file keeps its mode.
-fn store_lines(path: &Path, lines: &[String]) -> Result<(), TokenCmdError> {
-    use std::os::unix::fs::PermissionsExt;
-    let werr = |source| TokenCmdError::Write {
-        path: path.to_path_buf(),
-        source,
+/// The mode a tokens file is written with: it holds only digests of 244-bit random tokens, so it
+/// may be readable by all (0644: the service may run as another, dynamic, user than the root who
+/// manages the tokens), but never writable by anyone but its owner. An existing file keeps its
+/// read bits.
+fn tokens_file_mode(existing: Option<u32>) -> u32 {
+    existing.map_or(0o644, |m| m & 0o777 & !0o022)
+}
+
+/// Replaces the file atomically: a temporary file of this process's own (never shared with a
+/// concurrent writer), written, fsynced, renamed over the file, and the directory fsynced, so a
+/// reader sees the old file or the new one, never a part. Call with the [`TokensLock`] held.
+fn store_lines(path: &Path, lines: &[String], _lock: &TokensLock) -> Result<(), TokenCmdError> {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        tokens_file_mode(std::fs::metadata(path).ok().map(|m| m.permissions().mode()))
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(werr)?;
+    crate::fsutil::write_atomic(path, text.as_bytes(), mode).map_err(|source| {
+        TokenCmdError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// Adds `name` with this token's digest under the lock; `now_rfc3339` goes into the `# added`
+/// comment.
+fn add_entry(path: &Path, name: &str, token: &str, now_rfc3339: &str) -> Result<(), TokenCmdError> {
+    if !is_valid_token_name(name) {
+        return Err(TokenCmdError::BadName(name.to_string()));
     }
-    let tmp = path.with_extension("tmp");
-    {
-        let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o777);
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
-        let mut f = opts.open(&tmp).map_err(werr)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(werr)?;
-        let mut text = lines.join("\n");
-        text.push('\n');
-        f.write_all(text.as_bytes()).map_err(werr)?;
-        f.sync_all().map_err(werr)?;
+    let lock = TokensLock::acquire(path)?;
+    let mut lines = load_lines(path)?;
+    if lines.iter().any(|l| entry_name(l) == Some(name)) {
+        return Err(TokenCmdError::Exists(name.to_string()));
     }
-    std::fs::rename(&tmp, path).map_err(werr)
+    if lines.is_empty() {
+        lines.push(
+            "# copilot-edge API tokens: name:sha256 of the token (`copilot-edge token`)".into(),
+        );
+    }
+    lines.push(format!("# added {now_rfc3339}"));
+    lines.push(format!("{name}:{}", hex(&digest(token))));
+    store_lines(path, &lines, &lock)
 }
 
 /// `copilot-edge token add NAME`: stores the new token's SHA-256 under NAME and returns the
 /// token (the only time it exists in clear).
 pub fn add_token(path: &Path, name: &str, now_rfc3339: &str) -> Result<String, TokenCmdError> {
-    if !crate::config::is_valid_id(name) {
+    if !is_valid_token_name(name) {
         return Err(TokenCmdError::BadName(name.to_string()));
     }
-    let mut lines = load_lines(path)?;
-    if lines.iter().any(|l| entry_name(l) == Some(name)) {
-        return Err(TokenCmdError::Exists(name.to_string()));
-    }
     let token = new_token();
-    if lines.is_empty() {
-        lines.push(
-            "# copilot-edge API tokens: user_id:sha256 of the token (`copilot-edge token`)".into(),
-        );
-    }
-    lines.push(format!("# added {now_rfc3339}"));
-    lines.push(format!("{name}:{}", hex(&digest(&token))));
-    store_lines(path, &lines)?;
+    add_entry(path, name, &token, now_rfc3339)?;
     Ok(token)
 }
 
@@ -248,12 +389,18 @@ pub fn list_tokens(path: &Path) -> Result<Vec<Listed>, TokenCmdError> {
     Ok(out)
 }
 
-/// `copilot-edge token revoke NAME`: removes the entry (and its `# added` comment).
+/// `copilot-edge token revoke NAME`: removes the entry (and its `# added` comment). Revoking
+/// [`GENERATED_USER`] also deletes the first-start `api-token` file beside the tokens file when it
+/// holds that entry's token, so the revoked token cannot be read back from disk.
 pub fn revoke_token(path: &Path, name: &str) -> Result<(), TokenCmdError> {
+    let lock = TokensLock::acquire(path)?;
     let lines = load_lines(path)?;
     let Some(at) = lines.iter().position(|l| entry_name(l) == Some(name)) else {
         return Err(TokenCmdError::Unknown(name.to_string()));
     };
+    let revoked = lines[at]
+        .split_once(':')
+        .and_then(|(_, h)| parse_sha256_hex(h.trim()));
     let mut kept = Vec::with_capacity(lines.len());
     for (i, l) in lines.into_iter().enumerate() {
         let comment_of_entry = i + 1 == at && l.trim().starts_with("# added ");
@@ -261,18 +408,67 @@ pub fn revoke_token(path: &Path, name: &str) -> Result<(), TokenCmdError> {
             kept.push(l);
         }
     }
-    store_lines(path, &kept)
+    store_lines(path, &kept, &lock)?;
+    if name == GENERATED_USER {
+        let api_token = path.with_file_name(API_TOKEN_FILE);
+        if let (Ok(t), Some(h)) = (std::fs::read_to_string(&api_token), revoked) {
+            if digest(t.trim()) == h {
+                let _ = std::fs::remove_file(&api_token);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes group and world write bits from an existing tokens file (anyone who can write it can
+/// let themselves in). Returns the mode it had when it changed.
+pub fn tighten_tokens_file(path: &Path) -> Result<Option<u32>, TokenFileError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(source) => {
+            return Err(TokenFileError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 == 0 {
+        return Ok(None);
+    }
+    std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(tokens_file_mode(Some(mode))),
+    )
+    .map_err(|source| TokenFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Some(mode))
 }
 
 /// The authenticator in use, replaced as a whole when the tokens file changes.
 pub struct AuthCell {
     current: std::sync::RwLock<std::sync::Arc<Authenticator>>,
-    /// Tokens that do not come from the file (inline, credential, first-start token).
+    /// Tokens that do not come from the file (inline, credential).
     fixed: Vec<TokenEntry>,
     file: PathBuf,
-    /// (modified time, length, inode) of the file as last read.
-    seen: std::sync::Mutex<Option<(std::time::SystemTime, u64, u64)>>,
+    /// (modified time, length, inode, mode) of the file as last read.
+    seen: std::sync::Mutex<Option<Stamp>>,
+    /// The last reload's problem, while the file does not parse (the previous set is in use).
+    problem: std::sync::Mutex<Option<String>>,
 }
+
+type Stamp = (std::time::SystemTime, u64, u64, u32);
 
 /// What a [`AuthCell::refresh`] did.
 #[derive(Debug, PartialEq)]
@@ -282,12 +478,15 @@ pub enum Refresh {
     Reloaded(usize),
     /// The file changed but does not parse: the previous set stays.
     Invalid(String),
+    /// The file was writable by group or others: its mode was repaired (the old mode), then it
+    /// was read as usual.
+    Repaired(u32, Box<Refresh>),
 }
 
-fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+fn stamp(path: &Path) -> Option<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len(), m.ino()))
+    Some((m.modified().ok()?, m.len(), m.ino(), m.mode()))
 }
 
 impl AuthCell {
@@ -298,6 +497,7 @@ impl AuthCell {
             seen: std::sync::Mutex::new(stamp(&file)),
             fixed,
             file,
+            problem: std::sync::Mutex::new(None),
         }
     }
 
@@ -316,7 +516,16 @@ impl AuthCell {
         &self.file
     }
 
-    /// Re-reads the tokens file when its modification time, size or inode changed.
+    /// Why the tokens file is not in use, while its last change does not parse.
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the tokens file when its modification time, size, inode or mode changed. A file
+    /// that others may write is repaired first (0644 at most).
     pub fn refresh(&self) -> Refresh {
         let now = stamp(&self.file);
         {
@@ -326,26 +535,41 @@ impl AuthCell {
             }
             *seen = now;
         }
-        match read_tokens_file(&self.file, false) {
+        let repaired = tighten_tokens_file(&self.file).ok().flatten();
+        if repaired.is_some() {
+            *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = stamp(&self.file);
+        }
+        let r = match read_tokens_file(&self.file, false) {
             Ok(from_file) => {
                 let mut all = self.fixed.clone();
                 all.extend(from_file);
                 let n = all.len();
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) =
                     std::sync::Arc::new(Authenticator::new(all));
+                *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 Refresh::Reloaded(n)
             }
-            Err(e) => Refresh::Invalid(e),
+            Err(e) => {
+                *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.clone());
+                Refresh::Invalid(e)
+            }
+        };
+        match repaired {
+            Some(mode) => Refresh::Repaired(mode, Box::new(r)),
+            None => r,
         }
     }
 }
+
+/// Name of the first-start token file under the state directory.
+pub const API_TOKEN_FILE: &str = "api-token";
 
 /// Makes an existing first-start token file readable by its owner only. Returns the mode it had
 /// when that let others (group or world) read or write it: the caller says so, since the token
 /// may already have leaked.
 pub fn tighten_token_file(state_dir: &Path) -> Result<Option<u32>, TokenFileError> {
     use std::os::unix::fs::PermissionsExt;
-    let path = state_dir.join("api-token");
+    let path = state_dir.join(API_TOKEN_FILE);
     let meta = match std::fs::metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -360,49 +584,165 @@ pub fn tighten_token_file(state_dir: &Path) -> Result<Option<u32>, TokenFileErro
     Ok(Some(mode))
 }
 
-/// Reads `<state_dir>/api-token`, or creates it (mode 0600) with a fresh random token.
-/// Returns the token's entry, the file, and whether it was created now.
-pub fn ensure_token(state_dir: &Path) -> Result<(TokenEntry, PathBuf, bool), TokenFileError> {
-    let path = state_dir.join("api-token");
+/// The first-start token's entry, its `api-token` file, what was done, and whether the entry
+/// is in the tokens file.
+pub type FirstStartToken = (TokenEntry, PathBuf, FirstStart, Result<(), TokenCmdError>);
+
+/// What [`ensure_token`] did.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum FirstStart {
+    /// A new token was written to `api-token` and entered in the tokens file.
+    Created,
+    /// An existing `api-token` (from an older version, or whose entry was lost) was entered in
+    /// the tokens file.
+    Entered,
+}
+
+/// The first-start token, used only when no token is configured anywhere (inline, credential,
+/// tokens file). It is made an ordinary entry of the tokens file named [`GENERATED_USER`], so
+/// the rule is one: valid until `copilot-edge token revoke local-operator` (which also deletes
+/// `api-token`), listed by `token list`, and unaffected by tokens added later. The clear token is
+/// kept in `<state_dir>/api-token` (0600) for the operator to read.
+/// The last element says whether the entry is in the tokens file (an error when that file
+/// cannot be written: the token then holds for this run only).
+pub fn ensure_token(
+    state_dir: &Path,
+    tokens_file: &Path,
+    now_rfc3339: &str,
+) -> Result<FirstStartToken, TokenFileError> {
+    let path = state_dir.join(API_TOKEN_FILE);
     let io = |source| TokenFileError::Io {
         path: path.clone(),
         source,
     };
-    match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => {
-            return Ok((
-                TokenEntry {
-                    user_id: GENERATED_USER.into(),
-                    sha256: digest(t.trim()),
-                },
-                path,
-                false,
-            ));
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+    let (token, made) = match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => (t.trim().to_string(), FirstStart::Entered),
+        Ok(_) => (new_token(), FirstStart::Created),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (new_token(), FirstStart::Created),
         Err(e) => return Err(io(e)),
+    };
+    if made == FirstStart::Created {
+        crate::fsutil::write_atomic(&path, token.as_bytes(), 0o600).map_err(io)?;
     }
-    let token = new_token();
-    let tmp = state_dir.join(".api-token.tmp");
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp).map_err(io)?;
-        f.write_all(token.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, &path).map_err(io)?;
+    let entered = match add_entry(tokens_file, GENERATED_USER, &token, now_rfc3339) {
+        // An entry under that name exists already (entered by an earlier start).
+        Ok(()) | Err(TokenCmdError::Exists(_)) => Ok(()),
+        Err(e) => Err(e),
+    };
     Ok((
         TokenEntry {
             user_id: GENERATED_USER.into(),
             sha256: digest(&token),
         },
         path,
-        true,
+        made,
+        entered,
     ))
+}
+
+/// Failed authentications per client address, for the slow-down and the throttled log line.
+///
+/// A fixed window per address: after [`AuthFailures::LIMIT`] different wrong tokens inside
+/// [`AuthFailures::WINDOW`], that address's requests that carry a token are refused with 429
+/// until the window ends, without their token being checked; no other address is affected. The
+/// same wrong token sent again (a tablet retrying with a revoked token) is counted in the metric
+/// but guesses nothing, so it does not slow the address down. The table is
+/// bounded ([`AuthFailures::MAX_ADDRESSES`]): when full, expired windows are dropped, then the
+/// oldest window. Uses the monotonic clock.
+pub struct AuthFailures {
+    table: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, FailWindow>>,
+}
+
+struct FailWindow {
+    started: std::time::Instant,
+    /// Different wrong tokens in this window (a short prefix of their digests).
+    tokens: Vec<u64>,
+    /// Failures since the last log line for this address.
+    unlogged: u32,
+    logged: Option<std::time::Instant>,
+}
+
+/// What [`AuthFailures::failed`] decided.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FailureNote {
+    /// Log a line now, with this many failures from the address since the last line.
+    pub log: Option<u32>,
+    /// The address has just reached the limit.
+    pub now_throttled: bool,
+}
+
+impl Default for AuthFailures {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AuthFailures {
+    /// Failures an address may have inside one window before it is slowed down. A technician
+    /// who mistypes a token a few times stays far below; a guessing script reaches it at once.
+    pub const LIMIT: u32 = 20;
+    /// The window (and so the longest slow-down).
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+    /// At most one log line per address per this interval.
+    pub const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+    /// Addresses tracked at once.
+    pub const MAX_ADDRESSES: usize = 4096;
+
+    pub fn new() -> Self {
+        AuthFailures {
+            table: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Whether `ip` is slowed down now; the seconds until it may try again.
+    pub fn throttled(&self, ip: std::net::IpAddr) -> Option<u64> {
+        let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let w = t.get(&ip.to_canonical())?;
+        let age = w.started.elapsed();
+        (w.tokens.len() >= Self::LIMIT as usize && age < Self::WINDOW)
+            .then(|| (Self::WINDOW - age).as_secs().max(1))
+    }
+
+    /// Records one failure from `ip` with a token whose SHA-256 starts with `token_prefix`.
+    pub fn failed(&self, ip: std::net::IpAddr, token_prefix: u64) -> FailureNote {
+        let now = std::time::Instant::now();
+        let ip = ip.to_canonical();
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if t.len() >= Self::MAX_ADDRESSES && !t.contains_key(&ip) {
+            t.retain(|_, w| now.duration_since(w.started) < Self::WINDOW);
+            if t.len() >= Self::MAX_ADDRESSES {
+                if let Some(oldest) = t.iter().min_by_key(|(_, w)| w.started).map(|(k, _)| *k) {
+                    t.remove(&oldest);
+                }
+            }
+        }
+        let w = t.entry(ip).or_insert(FailWindow {
+            started: now,
+            tokens: Vec::new(),
+            unlogged: 0,
+            logged: None,
+        });
+        if now.duration_since(w.started) >= Self::WINDOW {
+            w.started = now;
+            w.tokens.clear();
+        }
+        let new_token = !w.tokens.contains(&token_prefix);
+        if new_token && w.tokens.len() < Self::LIMIT as usize {
+            w.tokens.push(token_prefix);
+        }
+        w.unlogged += 1;
+        let log = match w.logged {
+            Some(at) if now.duration_since(at) < Self::LOG_EVERY => None,
+            _ => {
+                w.logged = Some(now);
+                Some(std::mem::take(&mut w.unlogged))
+            }
+        };
+        FailureNote {
+            log,
+            now_throttled: new_token && w.tokens.len() == Self::LIMIT as usize,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -487,27 +827,148 @@ mod tests {
     }
 
     #[test]
-    fn first_start_token_is_private_and_stable() {
+    fn first_start_token_is_an_entry_of_the_tokens_file_until_revoked() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("ce-auth-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (e1, path, created) = ensure_token(&dir).unwrap();
-        assert!(created);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
-        }
-        let (e2, _, created) = ensure_token(&dir).unwrap();
-        assert!(!created);
-        assert_eq!(e1.sha256, e2.sha256);
-        let token = std::fs::read_to_string(&path).unwrap();
+        let tokens = dir.join(TOKENS_FILE);
+        let (e1, path, made, entered) = ensure_token(&dir, &tokens, "t0").unwrap();
+        assert!(entered.is_ok());
+        assert_eq!(made, FirstStart::Created);
         assert_eq!(
-            Authenticator::new(vec![e1]).verify(Some(format!("Bearer {token}").as_bytes())),
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let token = std::fs::read_to_string(&path).unwrap();
+        let listed = list_tokens(&tokens).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name, GENERATED_USER);
+        // A token added later does not retire it.
+        add_token(&tokens, "anna", "t1").unwrap();
+        let from_file = read_tokens_file(&tokens, true).unwrap();
+        assert_eq!(
+            Authenticator::new(from_file).verify(Some(format!("Bearer {token}").as_bytes())),
             Ok(GENERATED_USER)
         );
+        assert_eq!(e1.sha256, digest(&token));
+        // Revoked: gone from the file and from the disk.
+        revoke_token(&tokens, GENERATED_USER).unwrap();
+        assert!(!path.exists());
+        assert_eq!(list_tokens(&tokens).unwrap().len(), 1);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_older_api_token_is_entered_in_the_tokens_file() {
+        let dir = std::env::temp_dir().join(format!("ce-auth-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(API_TOKEN_FILE), "ce_old\n").unwrap();
+        let tokens = dir.join(TOKENS_FILE);
+        let (e, _, made, _) = ensure_token(&dir, &tokens, "t0").unwrap();
+        assert_eq!(made, FirstStart::Entered);
+        assert_eq!(e.sha256, digest("ce_old"));
+        assert_eq!(
+            read_tokens_file(&tokens, true).unwrap()[0].sha256,
+            digest("ce_old")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn token_names_never_break_the_file() {
+        let dir = std::env::temp_dir().join(format!("ce-tok-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("tokens");
+        for bad in ["ops:dave", "", "a b", "x\ny", "é", &"a".repeat(65)] {
+            let e = add_token(&path, bad, "t").unwrap_err();
+            assert!(matches!(e, TokenCmdError::BadName(_)), "{bad:?}: {e}");
+            assert!(e.to_string().contains("A-Z a-z 0-9 . _ -"), "{e}");
+        }
+        add_token(&path, "ops.dave_2-b", "t").unwrap();
+        assert_eq!(read_tokens_file(&path, true).unwrap().len(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_token_commands_lose_nothing() {
+        let dir = std::env::temp_dir().join(format!("ce-tok-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("tokens");
+        add_token(&path, "victim", "t").unwrap();
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let p = path.clone();
+                std::thread::spawn(move || add_token(&p, &format!("u{i}"), "t").unwrap())
+            })
+            .chain(std::iter::once({
+                let p = path.clone();
+                std::thread::spawn(move || {
+                    revoke_token(&p, "victim").unwrap();
+                    String::new()
+                })
+            }))
+            .collect();
+        let printed: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let a = Authenticator::new(read_tokens_file(&path, true).unwrap());
+        for t in printed.iter().filter(|t| !t.is_empty()) {
+            assert!(a.verify(Some(format!("Bearer {t}").as_bytes())).is_ok());
+        }
+        let names: Vec<String> = list_tokens(&path)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        assert_eq!(names.len(), 16, "{names:?}");
+        assert!(!names.contains(&"victim".to_string()));
+        // No temporary file is left behind.
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_writable_tokens_file_is_repaired_and_new_dirs_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ce-tok-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("a/b/tokens");
+        add_token(&path, "anna", "t").unwrap();
+        for d in [dir.join("a"), dir.join("a/b")] {
+            assert_eq!(
+                std::fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+                0o700
+            );
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let cell = AuthCell::new(vec![], vec![], path.clone());
+        std::fs::write(&path, std::fs::read(&path).unwrap()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(matches!(cell.refresh(), Refresh::Repaired(0o666, _)));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert_eq!(cell.refresh(), Refresh::Unchanged);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn guessing_from_one_address_is_slowed_down_and_logged_once() {
+        let f = AuthFailures::new();
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        // The same wrong token again and again guesses nothing.
+        for _ in 0..100 {
+            f.failed(b, 7);
+        }
+        assert_eq!(f.throttled(b), None);
+        let notes: Vec<FailureNote> = (0..AuthFailures::LIMIT as u64 + 5)
+            .map(|i| f.failed(a, i))
+            .collect();
+        assert_eq!(notes.iter().filter(|n| n.log.is_some()).count(), 1);
+        assert_eq!(notes.iter().filter(|n| n.now_throttled).count(), 1);
+        assert!(f.throttled(a).is_some_and(|s| s <= 60));
+        assert_eq!(f.throttled(b), None);
     }
 }

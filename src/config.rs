@@ -124,6 +124,7 @@ pub struct RawServer {
     pub shutdown_grace_secs: u64,
     pub metrics_require_auth: bool,
     pub sla_ms: u64,
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -138,6 +139,7 @@ impl Default for RawServer {
             shutdown_grace_secs: 10,
             metrics_require_auth: false,
             sla_ms: 500,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -564,6 +566,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     pub metrics_require_auth: bool,
     pub sla: Duration,
+    /// Host names requests may be addressed to besides IP literals, localhost and this
+    /// machine's name (`*.example.com` for a domain, `*` for any: no DNS-rebinding check).
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -581,12 +586,7 @@ pub struct IdentityConfig {
     pub site_plant_id: String,
 }
 
-/// A configured API user: the SHA-256 of their token, never the token itself.
-#[derive(Debug, Clone)]
-pub struct TokenEntry {
-    pub user_id: String,
-    pub sha256: [u8; 32],
-}
+pub use crate::auth::TokenEntry;
 
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -598,6 +598,9 @@ pub struct AuthConfig {
     /// The tokens file: `auth.tokens_file`, or `<state_dir>/tokens`. `copilot-edge token`
     /// edits it and the running agent re-reads it when it changes.
     pub tokens_file: PathBuf,
+    /// `auth.tokens_file` is set but names no file (yet): the agent says so at start, since a
+    /// typo there would silently ignore every token the operator adds elsewhere.
+    pub tokens_file_configured_but_missing: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -895,46 +898,6 @@ pub fn is_valid_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
-fn hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-        let hi = (chunk[0] as char).to_digit(16)?;
-        let lo = (chunk[1] as char).to_digit(16)?;
-        out[i] = (hi * 16 + lo) as u8;
-    }
-    Some(out)
-}
-
-/// Parses `user_id:sha256hex` lines (comments with `#`, blank lines ignored).
-pub fn parse_token_lines(text: &str) -> Result<Vec<TokenEntry>, String> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (user, hash) = line
-            .split_once(':')
-            .ok_or_else(|| format!("line {}: expected user_id:sha256hex", n + 1))?;
-        let sha256 = hex32(hash.trim())
-            .ok_or_else(|| format!("line {}: sha256 must be 64 hex digits", n + 1))?;
-        if !is_valid_id(user.trim()) {
-            return Err(format!(
-                "line {}: user id must be 1-64 of [A-Za-z0-9-_.:]",
-                n + 1
-            ));
-        }
-        out.push(TokenEntry {
-            user_id: user.trim().to_string(),
-            sha256,
-        });
-    }
-    Ok(out)
-}
-
 /// Splits `http(s)://host:port/path` into (https?, authority, host, path without trailing `/`).
 fn split_http_url(url: &str) -> Result<(bool, String, String, String), String> {
     let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
@@ -1152,7 +1115,29 @@ impl RawConfig {
             )),
             metrics_require_auth: s.metrics_require_auth,
             sla: Duration::from_millis(c.range("server.sla_ms", s.sla_ms, 1, 600_000)),
+            allowed_hosts: s
+                .allowed_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
         };
+        for (i, h) in s.allowed_hosts.iter().enumerate() {
+            let name = h.strip_prefix("*.").unwrap_or(h);
+            let ok = h == "*"
+                || (!name.is_empty()
+                    && name.len() <= 253
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+            if !ok {
+                c.fail(
+                    &format!("server.allowed_hosts[{i}]"),
+                    format!(
+                        "`{h}` is not a host name (letters, digits, `-`, `.`; `*.domain`; or `*`)"
+                    ),
+                );
+            }
+        }
 
         let pick = |configured: &str, from_env: &Option<PathBuf>, fallback: &str| -> PathBuf {
             if !configured.is_empty() {
@@ -1217,13 +1202,13 @@ impl RawConfig {
 
         let mut tokens = Vec::new();
         for (i, t) in self.auth.tokens.iter().enumerate() {
-            if !is_valid_id(&t.user_id) {
+            if !crate::auth::is_valid_token_name(&t.user_id) {
                 c.fail(
                     &format!("auth.tokens[{i}].user_id"),
-                    "must be 1-64 characters of [A-Za-z0-9-_.:]",
+                    crate::auth::TOKEN_NAME_RULE,
                 );
             }
-            match hex32(&t.sha256) {
+            match crate::auth::parse_sha256_hex(&t.sha256) {
                 Some(h) => tokens.push(TokenEntry {
                     user_id: t.user_id.clone(),
                     sha256: h,
@@ -1235,7 +1220,7 @@ impl RawConfig {
             }
         }
         if let Some(text) = env.credential("api-tokens") {
-            match parse_token_lines(&text) {
+            match crate::auth::parse_token_lines(&text) {
                 Ok(mut t) => tokens.append(&mut t),
                 Err(e) => c.fail("credential api-tokens", e),
             }
@@ -1246,6 +1231,8 @@ impl RawConfig {
         } else {
             PathBuf::from(&self.auth.tokens_file)
         };
+        let explicit = !self.auth.tokens_file.is_empty();
+        let tokens_file_configured_but_missing = explicit && !tokens_file.exists();
         // Missing is empty: `copilot-edge token add` creates it, and the agent follows it.
         match crate::auth::read_tokens_file(&tokens_file, false) {
             Ok(mut t) => tokens.append(&mut t),
@@ -1661,6 +1648,7 @@ impl RawConfig {
                 tokens,
                 fixed_tokens,
                 tokens_file,
+                tokens_file_configured_but_missing,
             },
             labels,
             engine,
@@ -1818,16 +1806,6 @@ mod tests {
         assert_eq!(c.paths.state_dir, PathBuf::from("/var/lib/copilot-edge"));
         assert_eq!(c.spool.dir, PathBuf::from("/var/lib/copilot-edge/spool"));
         assert_eq!(c.paths.log_dir, PathBuf::from("/var/log/copilot-edge"));
-    }
-
-    #[test]
-    fn token_lines() {
-        let h = "a".repeat(64);
-        let t = parse_token_lines(&format!("# c\n\ntech-1:{h}\n")).unwrap();
-        assert_eq!(t.len(), 1);
-        assert_eq!(t[0].user_id, "tech-1");
-        assert!(parse_token_lines("nocolon").is_err());
-        assert!(parse_token_lines("u:abc").is_err());
     }
 
     #[test]

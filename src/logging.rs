@@ -69,17 +69,30 @@ pub enum LoggingError {
 /// Creates `dir` (and missing parents) with `mode` whatever the umask says, so a service
 /// started under `umask 000` does not leave its state world-writable. Existing directories are
 /// left as they are.
-pub fn create_private_dir(dir: &Path, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if dir.is_dir() {
-        return Ok(());
+pub fn create_private_dir(dir: &Path, mode: u32) -> io::Result<Option<u32>> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if let Ok(meta) = std::fs::metadata(dir) {
+        if !meta.is_dir() {
+            return Ok(None);
+        }
+        // Made by an older version, under a loose umask, or by hand: tighten a directory of our
+        // own (never a shared one such as /tmp, which has the sticky bit or another owner).
+        // SAFETY: geteuid has no preconditions.
+        let ours = meta.uid() == unsafe { libc::geteuid() };
+        let old = meta.mode() & 0o7777;
+        if ours && old & 0o1000 == 0 && old & 0o777 & !mode != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(old & 0o777 & mode))?;
+            return Ok(Some(old));
+        }
+        return Ok(None);
     }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(mode)
         .create(dir)?;
     // The umask can only take bits away; set exactly `mode` on the leaf.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+    Ok(None)
 }
 
 /// Opens a log file for appending, created 0640 (owner writes, group `adm`-style readers read).

@@ -11,6 +11,22 @@ use copilot_edge::{app, auth, report, spool};
 /// EX_CONFIG from sysexits.h; the unit file sets `RestartPreventExitStatus=78`.
 const EX_CONFIG: u8 = 78;
 
+/// Writes command output to stdout. A reader that went away (`| head -1`) ends the command
+/// quietly with exit 0, as Unix tools do; any other write error (a full disk) is reported once
+/// and exits 1. Never a panic.
+fn emit(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("copilot-edge: cannot write output: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = Environment::from_process();
@@ -21,15 +37,15 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Report(args) => match report::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(report::ReportError::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                ExitCode::SUCCESS
+            }
             Err(e) => {
                 eprintln!("report: {e}");
                 ExitCode::FAILURE
             }
         },
-        Command::PrintDefaultConfig => {
-            print!("{}", config::DEFAULT_CONFIG_TOML);
-            ExitCode::SUCCESS
-        }
+        Command::PrintDefaultConfig => emit(config::DEFAULT_CONFIG_TOML),
         Command::CheckConfig { path } => {
             match config::load(Some(&path), &env).and_then(|c| app::preflight(&c).map(|_| c)) {
                 Ok(c) => {
@@ -41,8 +57,8 @@ fn main() -> ExitCode {
                     .into_iter()
                     .filter_map(|(n, on)| on.then_some(n))
                     .collect();
-                    println!(
-                        "{}: ok (listen {}, {} sink(s) enabled{})",
+                    emit(&format!(
+                        "{}: ok (listen {}, {} sink(s) enabled{})\n",
                         path.display(),
                         c.server.listen,
                         sinks.len(),
@@ -51,8 +67,7 @@ fn main() -> ExitCode {
                         } else {
                             format!(": {}", sinks.join(", "))
                         }
-                    );
-                    ExitCode::SUCCESS
+                    ))
                 }
                 Err(e) => {
                     eprintln!("{e}");
@@ -71,10 +86,7 @@ fn main() -> ExitCode {
                 }
             };
             match spool::status_report(&cfg) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
+                Ok(text) => emit(&text),
                 Err(e) => {
                     eprintln!("spool status: {e}");
                     ExitCode::FAILURE
@@ -103,23 +115,24 @@ fn main() -> ExitCode {
                             "token for {name} stored as its SHA-256 in {}; it is shown only this once:",
                             file.display()
                         );
-                        println!("{token}");
+                        format!("{token}\n")
                     })
                 }
                 TokenCommand::List => auth::list_tokens(file).map(|list| {
                     if list.is_empty() {
                         eprintln!("no tokens in {}", file.display());
                     }
-                    for t in list {
-                        println!("{}\t{}", t.name, t.added.as_deref().unwrap_or("-"));
-                    }
+                    list.iter()
+                        .map(|t| format!("{}\t{}\n", t.name, t.added.as_deref().unwrap_or("-")))
+                        .collect()
                 }),
                 TokenCommand::Revoke { name } => auth::revoke_token(file, &name).map(|()| {
                     eprintln!("revoked {name} in {}", file.display());
+                    String::new()
                 }),
             };
             match result {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(text) => emit(&text),
                 Err(e) => {
                     eprintln!("token: {e}");
                     ExitCode::FAILURE
@@ -135,10 +148,7 @@ fn main() -> ExitCode {
                 }
             };
             match app::eval(&cfg, &args) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
+                Ok(text) => emit(&text),
                 Err(e) => {
                     eprintln!("eval: {e:#}");
                     ExitCode::FAILURE

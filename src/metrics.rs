@@ -255,6 +255,12 @@ pub struct Metrics {
     pub log_file_lines_dropped: IntCounter,
     /// Connections and requests the HTTP layer refused before a handler ran, by reason.
     pub http_rejected: IntCounterVec,
+    /// Requests refused for their credentials, by reason (missing, invalid, throttled); every
+    /// reason is exported from 0 so the first failure is an increase.
+    pub auth_failures: IntCounterVec,
+    /// 1 while the tokens file parses; 0 after a change that does not (the last good set is in
+    /// use).
+    pub tokens_file_valid: IntGauge,
     /// OpenTelemetry GenAI client metrics (semantic conventions, Prometheus form): tokens per
     /// operation by `gen_ai_token_type`, only where the model reported them.
     pub genai_tokens: HistogramVec,
@@ -488,8 +494,21 @@ impl Metrics {
             http_rejected: counter_vec(
                 &r,
                 "copilot_edge_http_rejected_total",
-                "Connections or requests refused by the HTTP layer before a handler ran (per_client_limit, parse, too_large, header_timeout, incomplete, other).",
+                "Connections or requests refused by the HTTP layer before a handler ran (per_client_limit, parse, too_large, header_timeout, incomplete, other, server_full), or closed for a fair share of the slots (evicted).",
                 &["reason"],
+            )?,
+            auth_failures: counter_vec(
+                &r,
+                "copilot_edge_auth_failures_total",
+                "Requests refused for their credentials: missing (no or malformed bearer token), invalid (unknown token), throttled (refused unchecked while the address is slowed down after repeated failures).",
+                &["reason"],
+            )?,
+            tokens_file_valid: reg(
+                &r,
+                IntGauge::new(
+                    "copilot_edge_auth_tokens_file_valid",
+                    "1 while the tokens file parses; 0 after a change that does not (the agent keeps the last good set).",
+                )?,
             )?,
             genai_tokens: reg(
                 &r,
@@ -641,6 +660,10 @@ impl Metrics {
             feedback_window: Windows::new(windows.feedback_window.get()),
             registry: r,
         };
+        for reason in ["missing", "invalid", "throttled"] {
+            m.auth_failures.with_label_values(&[reason]);
+        }
+        m.tokens_file_valid.set(1);
         Ok(m)
     }
 

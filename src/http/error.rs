@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
@@ -49,6 +49,13 @@ pub enum ApiError {
     /// The request body did not arrive within `server.request_timeout_secs`.
     #[error("request body not received in time")]
     BodyTimeout,
+    /// Too many failed authentications from this address: refused unchecked for the seconds
+    /// given (`Retry-After`).
+    #[error("too many failed authentications from this address; try again in {0} s")]
+    AuthThrottled(u64),
+    /// The `Host` header names neither this gateway nor a configured name (DNS rebinding).
+    #[error("host `{0}` is not a name of this gateway; add it to server.allowed_hosts")]
+    MisdirectedHost(String),
 }
 
 impl ApiError {
@@ -65,6 +72,8 @@ impl ApiError {
             ApiError::AlreadyRated(_) => StatusCode::CONFLICT,
             ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::AuthThrottled(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
         }
     }
 
@@ -84,6 +93,8 @@ impl ApiError {
             ApiError::BodyRead => "body_read_error",
             ApiError::Timeout => "timeout",
             ApiError::BodyTimeout => "request_timeout",
+            ApiError::AuthThrottled(_) => "too_many_auth_failures",
+            ApiError::MisdirectedHost(_) => "misdirected_host",
         }
     }
 
@@ -107,6 +118,9 @@ impl ApiError {
             // The rest of the body may still come: this connection cannot carry another request.
             ApiError::BodyTimeout => {
                 h.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            ApiError::AuthThrottled(secs) => {
+                h.insert(RETRY_AFTER, HeaderValue::from(secs));
             }
             _ => {}
         }
@@ -133,6 +147,8 @@ mod tests {
             ApiError::AlreadyRated("u".into()),
             ApiError::BodyRead,
             ApiError::BodyTimeout,
+            ApiError::AuthThrottled(3),
+            ApiError::MisdirectedHost("evil.example".into()),
         ];
         for e in all {
             assert!(e.status().is_client_error(), "{e:?}");

@@ -6,6 +6,7 @@
 //! `request_completed` log event. Handlers return `Result<Response, ApiError>`; nothing in here
 //! panics on input.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +22,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::auth::AuthError;
 use crate::config::is_valid_id;
 use crate::diagnose::{Guidance, Observation, Question, VisionAnalysis};
 use crate::metrics::{agent, genai, UNKNOWN};
@@ -36,8 +38,9 @@ pub const MAX_COMMENT_CHARS: usize = 2000;
 pub const MAX_OBSERVATIONS: usize = 32;
 
 /// What the wrapper learns from a handler for logs and metrics.
-#[derive(Default)]
 struct Ctx {
+    /// The client's address (the TCP peer), for the per-address authentication slow-down.
+    peer: IpAddr,
     user_id: Option<String>,
     plant_label: Option<String>,
     plant_id: Option<String>,
@@ -98,20 +101,33 @@ fn json_response(status: StatusCode, v: &serde_json::Value) -> Resp {
 }
 
 /// Entry point for every request.
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp {
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: IpAddr) -> Resp {
     let start = Instant::now();
     let trace = trace_id(req.headers());
     let method = req.method().clone();
     let path: String = req.uri().path().chars().take(256).collect();
     let handler = route_name(&path);
-    let mut ctx = Ctx::default();
+    let mut ctx = Ctx {
+        peer,
+        user_id: None,
+        plant_label: None,
+        plant_id: None,
+        equipment_id: None,
+        agent: None,
+        answer: None,
+        reading_body: false,
+    };
     let timeout = state.server.request_timeout;
-    let result = match tokio::time::timeout(timeout, dispatch(&state, req, &trace, &mut ctx)).await
-    {
-        Ok(r) => r,
-        // A body that never (fully) arrived is the client's fault; anything else is ours.
-        Err(_) if ctx.reading_body => Err(ApiError::BodyTimeout),
-        Err(_) => Err(ApiError::Timeout),
+    let result = match check_host(&state, &path, req.headers()) {
+        Err(e) => Err(e),
+        Ok(()) => {
+            match tokio::time::timeout(timeout, dispatch(&state, req, &trace, &mut ctx)).await {
+                Ok(r) => r,
+                // A body that never (fully) arrived is the client's fault; anything else is ours.
+                Err(_) if ctx.reading_body => Err(ApiError::BodyTimeout),
+                Err(_) => Err(ApiError::Timeout),
+            }
+        }
     };
     let mut resp = match result {
         Ok(r) => r,
@@ -297,7 +313,10 @@ async fn dispatch(
     let post = req.method() == Method::POST;
     match path {
         "/health" if get => Ok(health(state)),
-        "/ready" if get => Ok(ready(state)),
+        "/ready" if get => {
+            let authed = optional_auth(state, req.headers(), ctx)?;
+            Ok(ready(state, authed))
+        }
         "/metrics" if get => {
             if state.server.metrics_require_auth {
                 authenticate(state, req.headers(), ctx)?;
@@ -312,7 +331,10 @@ async fn dispatch(
             ctx.agent = Some(agent::FEEDBACK);
             feedback(state, req, trace, ctx).await
         }
-        "/v1/status" if get => Ok(status(state, req.headers())),
+        "/v1/status" if get => {
+            let authed = optional_auth(state, req.headers(), ctx)?;
+            Ok(status(state, authed))
+        }
         "/v1/assets" if get => {
             authenticate(state, req.headers(), ctx)?;
             Ok(assets(state))
@@ -337,11 +359,7 @@ async fn dispatch(
 /// `GET /v1/status`: the gateway's state for plant IT and the status page. Without a valid token
 /// it shows nothing sensitive (ids, version, counts, link states, backlog sizes); with one it adds
 /// the sinks' last error texts (which name hosts and URLs) and the recent warnings.
-fn status(state: &AppState, headers: &HeaderMap) -> Resp {
-    let authed = state
-        .auth
-        .verify(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))
-        .is_ok();
+fn status(state: &AppState, authed: bool) -> Resp {
     let engine = state.engine.get();
     let rfc =
         |ms: i64| crate::logging::rfc3339(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64));
@@ -418,7 +436,11 @@ fn status(state: &AppState, headers: &HeaderMap) -> Resp {
         },
         "sinks": sinks,
         "spool": spool,
+        "tokens_file": {"valid": state.auth.problem().is_none()},
     });
+    if let (true, Some(problem)) = (authed, state.auth.problem()) {
+        out["tokens_file"]["error"] = json!(problem);
+    }
     if authed {
         let warnings: Vec<serde_json::Value> = crate::logging::recent_warnings()
             .iter()
@@ -479,8 +501,23 @@ fn health(state: &AppState) -> Resp {
     )
 }
 
-fn ready(state: &AppState) -> Resp {
-    let checks = state.readiness();
+/// `GET /ready`: 200 when every check passes, else 503. Without a token the directory checks
+/// say ok or not without their detail (paths, OS errors).
+fn ready(state: &AppState, authed: bool) -> Resp {
+    let mut checks = state.readiness();
+    if !authed {
+        for (name, ok, msg) in &mut checks {
+            // The directory checks name paths and OS errors; the others say nothing private.
+            if state.writable_dirs.iter().any(|(d, _)| d == name) {
+                *msg = if *ok {
+                    "ok"
+                } else {
+                    "failing (detail with a token)"
+                }
+                .into();
+            }
+        }
+    }
     let ok = checks.iter().all(|(_, ok, _)| *ok);
     let detail: serde_json::Map<String, serde_json::Value> = checks
         .into_iter()
@@ -506,13 +543,82 @@ fn metrics(state: &AppState) -> Resp {
     r
 }
 
+/// Refuses a request whose `Host` names neither this gateway nor a configured name: a page on
+/// another site whose name was re-pointed at the gateway (DNS rebinding) sends its own name.
+/// `/health` and `/metrics` are machine endpoints (probes, scrapers by any DNS name) and exempt.
+fn check_host(state: &AppState, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    if path == "/health" || path == "/metrics" {
+        return Ok(());
+    }
+    let host = headers
+        .get(hyper::header::HOST)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    match host {
+        Some(h) if !super::host_allowed(&h, &state.host_names) => Err(ApiError::MisdirectedHost(
+            h.chars().take(128).collect::<String>(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Counts and notes a failed authentication from `peer` (only a wrong token counts towards the
+/// slow-down: a missing one guesses nothing). `header` is the `Authorization` value.
+fn auth_failed(state: &AppState, peer: IpAddr, e: AuthError, header: &[u8]) {
+    state
+        .metrics
+        .auth_failures
+        .with_label_values(&[e.reason()])
+        .inc();
+    if e != AuthError::Invalid {
+        return;
+    }
+    let d = crate::auth::digest(&String::from_utf8_lossy(header));
+    let prefix = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+    let note = state.auth_failures.failed(peer, prefix);
+    if let Some(failures) = note.log {
+        warn!(peer = %peer, reason = e.reason(), failures, "auth_failed");
+    }
+    if note.now_throttled {
+        warn!(peer = %peer, failures = crate::auth::AuthFailures::LIMIT, window_secs = crate::auth::AuthFailures::WINDOW.as_secs(), "auth_throttled");
+    }
+}
+
+/// The user for the request's bearer token: 401 when missing or wrong, 429 while the address
+/// is slowed down after repeated failures (its token is then not even checked).
 fn authenticate(state: &AppState, headers: &HeaderMap, ctx: &mut Ctx) -> Result<(), ApiError> {
-    let user = state
-        .auth
-        .verify(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-    ctx.user_id = Some(user);
-    Ok(())
+    match optional_auth(state, headers, ctx)? {
+        true => Ok(()),
+        false => {
+            auth_failed(state, ctx.peer, AuthError::Missing, b"");
+            Err(ApiError::Unauthorized(AuthError::Missing.to_string()))
+        }
+    }
+}
+
+/// For endpoints with a public view (`/v1/status`, `/ready`): no `Authorization` header is
+/// the public view (false); a valid token is true; a wrong one is 401 like everywhere else.
+fn optional_auth(state: &AppState, headers: &HeaderMap, ctx: &mut Ctx) -> Result<bool, ApiError> {
+    let Some(h) = headers.get(AUTHORIZATION) else {
+        return Ok(false);
+    };
+    if let Some(secs) = state.auth_failures.throttled(ctx.peer) {
+        state
+            .metrics
+            .auth_failures
+            .with_label_values(&["throttled"])
+            .inc();
+        return Err(ApiError::AuthThrottled(secs));
+    }
+    match state.auth.verify(Some(h.as_bytes())) {
+        Ok(user) => {
+            ctx.user_id = Some(user);
+            Ok(true)
+        }
+        Err(e) => {
+            auth_failed(state, ctx.peer, e, h.as_bytes());
+            Err(ApiError::Unauthorized(e.to_string()))
+        }
+    }
 }
 
 /// Checks auth, content type and size, then reads and parses a JSON body.

@@ -46,6 +46,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMEDRIVER = "/usr/bin/chromedriver"
+RECENT_KEY = "copilot-edge.recent"  # console.js: the recent questions and answers on this device
 TOKEN_KEY = "copilot-edge.token"
 
 WAIT_S = 15  # ordinary UI waits
@@ -856,6 +857,11 @@ class ConsoleE2E:
         self.wait_shown("#view-signin", where=["#view-signin"])
         if self.d.execute_script("return sessionStorage.getItem(arguments[0]);", TOKEN_KEY):
             warn("sessionStorage still holds a token after signing out")
+        # A shared tablet: the recent questions and answers leave with the technician.
+        left = self.d.execute_script("return localStorage.getItem(arguments[0]);", RECENT_KEY)
+        if left:
+            raise CheckFailed(f"localStorage still holds the recent answers after signing out: {left[:120]!r}",
+                              ["#recent"])
         self.sign_in(self.a.token2)
         self.harness("revoke_token2")
         self.submit_question(PUMP_EQUIPMENT, PUMP_PROBLEM)

@@ -319,8 +319,9 @@ fn pages_carry_security_headers_and_the_status_api_hides_details_without_a_token
         &[("Authorization", "Bearer nope")],
         b"",
     );
-    assert_eq!(wrong.status, 200);
-    assert_eq!(wrong.json()["authenticated"], false);
+    // A wrong token is a failed authentication like anywhere else (counted, slowed down).
+    assert_eq!(wrong.status, 401, "{}", wrong.text());
+    assert_eq!(wrong.json()["error"]["code"], "unauthorized");
 
     // Documents and assets need a token; a document comes back as Markdown, payloads as text.
     assert_eq!(a.get("/v1/documents/SOP-PMP-001").status, 401);

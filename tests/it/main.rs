@@ -14,4 +14,5 @@ mod soak;
 mod sparkplug;
 mod spool;
 mod tls;
+mod trust;
 mod victoria;

@@ -87,6 +87,9 @@
 
   function signout() {
     C.clearToken();
+    // A shared tablet: the next person must not read this one's questions and answers.
+    try { localStorage.removeItem(RECENT_KEY); } catch (e) { /* private mode */ }
+    drawRecent();
     docs = {};
     current = null;
     $('answer').hidden = true;

@@ -84,7 +84,7 @@
     note.hidden = (list || []).length > 0;
   }
 
-  function draw(s) {
+  function draw(s, rejected) {
     var authed = s.authenticated === true;
     text($('gw-id'), s.gateway_id);
     text($('site'), s.site);
@@ -93,7 +93,10 @@
     var kb = s.knowledge_base;
     text($('kb'), kb ? t('kb', { n: kb.documents, t: C.time(kb.loaded_at) }) : null);
     $('auth-note').hidden = authed;
-    text($('auth-text'), (C.getToken() ? t('authBad') + ' ' : '') + t('authNote'));
+    text($('auth-text'), (rejected ? t('authBad') + ' ' : '') + t('authNote'));
+    var tf = s.tokens_file;
+    $('tokens-bad').hidden = !tf || tf.valid !== false;
+    text($('tokens-bad'), tf && tf.valid === false ? t('tokensBad') + (tf.error ? ' (' + tf.error + ')' : '') : '');
     drawSinks(Array.isArray(s.sinks) ? s.sinks : [], authed);
     drawSpool(s.spool);
     drawWarnings(s.warnings, authed);
@@ -103,9 +106,18 @@
   async function poll() {
     var started = Date.now();
     try {
-      var s = await C.api('/v1/status', { timeout: 10000, probe: false });
+      var s, rejected = false;
+      try {
+        s = await C.api('/v1/status', { timeout: 10000, probe: false });
+      } catch (x) {
+        // The tab's token is not accepted (401) or the address is slowed down after failures
+        // (429): show the public view and say so.
+        if (x.kind !== 'unauthorized' && x.status !== 429) throw x;
+        rejected = true;
+        s = await C.api('/v1/status', { timeout: 10000, probe: false, token: '' });
+      }
       if (!s || typeof s !== 'object') throw new Error('bad status');
-      draw(s);
+      draw(s, rejected);
       $('status-error').hidden = true;
       $('main').classList.remove('stale');
     } catch (x) {

@@ -262,6 +262,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A blocking connection to `to` from the loopback address `from` (127.0.0.0/8: every address
+/// is this machine), so a test can be several clients.
+pub fn connect_from(from: &str, to: SocketAddr) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        sock.connect(to).await.unwrap().into_std().unwrap()
+    });
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
 /// Runs the binary with arguments, returning (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], cwd: &Path) -> (i32, String, String) {
     let out = Command::new(BIN)
