@@ -154,12 +154,19 @@ impl SinkHealth {
         let m = &self.metrics.sink;
         m.up.with_label_values(&[self.sink]).set(0);
         m.errors.with_label_values(&[self.sink, e.kind()]).inc();
-        self.last_error = e.to_string();
+        let error = e.to_string();
+        let new_error = error != self.last_error;
+        self.last_error = error;
         let link = match e {
             SinkError::Auth { .. } => Link::AuthFailed,
             _ => Link::Offline,
         };
-        if self.set(link) {
+        let changed = self.set(link);
+        if !changed && new_error {
+            // Same state, another reason (401 → 403): the status shows the current one.
+            self.write_state();
+        }
+        if changed {
             match link {
                 Link::AuthFailed => {
                     tracing::error!(sink = self.sink, error = %e, "sink_auth_failed")
@@ -185,6 +192,13 @@ impl SinkHealth {
             .auth_failed
             .with_label_values(&[self.sink])
             .set(i64::from(link == Link::AuthFailed));
+        self.write_state();
+        true
+    }
+
+    /// Writes the state file that `spool status` and `/v1/status` read.
+    fn write_state(&self) {
+        let Some(link) = self.link else { return };
         let doc = serde_json::json!({
             "sink": self.sink,
             "state": link.as_str(),
@@ -195,11 +209,8 @@ impl SinkHealth {
         // Best effort: a full disk must not stop delivery; the metrics carry the same state.
         let _ = std::fs::create_dir_all(self.file.parent().unwrap_or(std::path::Path::new(".")))
             .and_then(|_| {
-                let tmp = self.file.with_extension("tmp");
-                std::fs::write(&tmp, doc.to_string())?;
-                std::fs::rename(&tmp, &self.file)
+                crate::fsutil::write_atomic(&self.file, doc.to_string().as_bytes(), 0o600)
             });
-        true
     }
 }
 

@@ -549,6 +549,21 @@ fn expired_remote_write_credential_keeps_the_backlog() {
         out.contains("sink remote_write") && out.contains("link auth_failed"),
         "{out}"
     );
+    // The status names the receiver's current answer, not the first one.
+    assert!(out.contains("403") && !out.contains("401"), "{out}");
+    let status = request(
+        a.addr,
+        "GET",
+        "/v1/status",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        b"",
+    )
+    .json();
+    let last = status["sinks"][0]["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(last.contains("403"), "{last}");
     let times = crate::remote_write::snapshot_times(dir.path());
     assert!(times.len() >= 6, "{} snapshots", times.len());
 
