@@ -119,6 +119,7 @@ fn engine_settings(cfg: &Config) -> EngineSettings {
         min_relevance: cfg.engine.min_relevance,
         max_documents: cfg.engine.max_documents.get(),
         max_steps: cfg.engine.max_steps.get(),
+        off: Default::default(),
     }
 }
 
@@ -165,10 +166,20 @@ pub fn eval(cfg: &Config, args: &crate::cli::EvalArgs) -> anyhow::Result<String>
     for split in splits {
         out.push_str(&eval::subset_table(&outcomes, split, t));
         out.push('\n');
+        out.push_str(&eval::family_table(&outcomes, split, t));
+        out.push('\n');
+        if args.reliability {
+            out.push_str(&eval::reliability_table(&outcomes, split, t));
+            out.push('\n');
+        }
         if args.sweep {
             out.push_str(&eval::sweep_table(&outcomes, split));
             out.push('\n');
         }
+    }
+    if args.ablate {
+        out.push_str(&ablation_table(cfg, &cases, &args.split, t)?);
+        out.push('\n');
     }
     if args.misses {
         out.push_str("misses (dev split):\n");
@@ -176,6 +187,81 @@ pub fn eval(cfg: &Config, args: &crate::cli::EvalArgs) -> anyhow::Result<String>
             out.push_str(&m);
             out.push('\n');
         }
+    }
+    Ok(out)
+}
+
+/// `eval --ablate`: the same questions with each engine part switched off in turn.
+fn ablation_table(
+    cfg: &Config,
+    cases: &[crate::diagnose::eval::Case],
+    split: &str,
+    t: f64,
+) -> anyhow::Result<String> {
+    use crate::diagnose::eval::{self, Figures};
+    type Change = fn(&mut diagnose::Knowledge, &mut EngineSettings);
+    let variants: [(&str, Change); 7] = [
+        ("everything on", |_, _| {}),
+        (
+            "no lexicon glossaries ([terms] of every language)",
+            |k, _| {
+                for l in &mut k.lexicon.languages {
+                    l.terms = Default::default();
+                    l.surface.clear();
+                }
+            },
+        ),
+        ("no language packs (English only)", |k, _| {
+            k.lexicon.languages.truncate(1)
+        }),
+        ("no consequences (SOP `evidence:` lines)", |k, _| {
+            for d in &mut k.docs {
+                d.evidence.clear();
+            }
+        }),
+        ("no intent check", |_, s| s.off.intent = true),
+        ("no machine gate", |_, s| s.off.machine_gate = true),
+        ("no clause windows", |_, s| s.off.windows = true),
+    ];
+    let mut out = format!(
+        "ablation, split {split}, threshold {t:.2}\n\n| engine | right SOP first | English | other languages | consequence | NONE answered | non-repair recognised |\n|---|---|---|---|---|---|---|\n"
+    );
+    for (name, change) in variants {
+        let mut k = load_knowledge(cfg)
+            .map_err(|p| anyhow::anyhow!("knowledge base: {}", problems_text(&p)))?;
+        let mut settings = engine_settings(cfg);
+        change(&mut k, &mut settings);
+        let engine = DiagnoseEngine::build(k, settings);
+        let outcomes = eval::run(&engine, cases);
+        let mine: Vec<&eval::Outcome> = outcomes
+            .iter()
+            .filter(|o| split == "all" || o.case.split == split)
+            .collect();
+        let pick = |f: &dyn Fn(&str) -> bool| {
+            Figures::of(mine.iter().copied().filter(|o| f(&o.case.subset)), t)
+        };
+        let all = pick(&|_| true);
+        let english = pick(&|s| s.starts_with("en") || ["clean", "shorthand", "typo"].contains(&s));
+        let langs = pick(&|s| s.len() == 2 && s != "en");
+        let consequence = pick(&|s| s == "consequence" || s == "indirect");
+        let pct = |a: usize, b: usize| {
+            if b == 0 {
+                "–".to_string()
+            } else {
+                format!("{:.0} %", 100.0 * a as f64 / b as f64)
+            }
+        };
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {} | {} |",
+            pct(all.right_first, all.covered),
+            pct(english.right_first, english.covered),
+            pct(langs.right_first, langs.covered),
+            pct(consequence.right_first, consequence.covered),
+            pct(all.none_answered, all.none),
+            pct(all.non_repair_recognised, all.non_repair),
+        );
     }
     Ok(out)
 }

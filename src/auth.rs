@@ -726,9 +726,10 @@ impl AuthFailures {
             w.started = now;
             w.tokens.clear();
         }
-        let new_token = !w.tokens.contains(&token_prefix);
-        if new_token && w.tokens.len() < Self::LIMIT as usize {
+        let mut reached = false;
+        if !w.tokens.contains(&token_prefix) && w.tokens.len() < Self::LIMIT as usize {
             w.tokens.push(token_prefix);
+            reached = w.tokens.len() == Self::LIMIT as usize;
         }
         w.unlogged += 1;
         let log = match w.logged {
@@ -740,7 +741,7 @@ impl AuthFailures {
         };
         FailureNote {
             log,
-            now_throttled: new_token && w.tokens.len() == Self::LIMIT as usize,
+            now_throttled: reached,
         }
     }
 }

@@ -83,6 +83,12 @@ pub struct EvalArgs {
     /// Also list the misses of the `dev` split (never of `heldout`).
     #[arg(long)]
     pub misses: bool,
+    /// Also print the reliability table of `confidence_score` (confidence band → share right).
+    #[arg(long)]
+    pub reliability: bool,
+    /// Also print the ablation table: each engine part switched off in turn.
+    #[arg(long)]
+    pub ablate: bool,
 }
 
 /// `spool` subcommands.

@@ -221,7 +221,7 @@ impl Default for RawLabels {
 
 /// The default refusal threshold, chosen on the dev split of the labelled questions
 /// (`copilot-edge eval tests/fixtures/retrieval_eval.tsv --split dev --sweep`).
-pub const DEFAULT_MIN_RELEVANCE: f64 = 0.25;
+pub const DEFAULT_MIN_RELEVANCE: f64 = 0.28;
 
 /// `[engine]`: the local retrieval engine.
 #[derive(Debug, Deserialize, PartialEq)]

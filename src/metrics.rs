@@ -268,7 +268,8 @@ pub struct Metrics {
     pub genai_duration: HistogramVec,
     /// Knowledge base reloads (SIGHUP) by result (ok, failed).
     pub kb_reloads: IntCounterVec,
-    /// Answers that cite nothing, by reason (no_matching_sop, out_of_scope,
+    /// Answers that cite nothing, by reason (no_matching_sop, out_of_scope, no_sop_for_machine,
+    /// not_a_fault_report, language_not_supported,
     /// no_sop_for_equipment_class).
     pub refusals: IntCounterVec,
     /// Questions by the language they were understood in (the lexicon's codes: bounded by the
@@ -551,7 +552,7 @@ impl Metrics {
             refusals: counter_vec(
                 &r,
                 "copilot_edge_diagnose_refusals_total",
-                "Diagnose answers citing no SOP, by reason (no_matching_sop, out_of_scope, no_sop_for_equipment_class).",
+                "Diagnose answers citing no SOP, by reason (no_matching_sop, out_of_scope, no_sop_for_equipment_class, no_sop_for_machine, not_a_fault_report, language_not_supported).",
                 &["reason"],
             )?,
             languages: counter_vec(

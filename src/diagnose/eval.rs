@@ -58,9 +58,16 @@ pub struct Outcome {
     /// Ranked document ids (best first, up to two).
     pub ranked: Vec<String>,
     pub best_relevance: f64,
-    /// Refusal that does not depend on the threshold (out of scope, no SOP for the class),
-    /// or no key-field match at all.
+    /// Refusal that does not depend on the threshold (out of scope, no SOP for the class or
+    /// the machine, not a fault report, language not supported), or no key-field match at all.
     pub hard_refusal: bool,
+    /// The refusal's code when the answer was refused at threshold 0.
+    pub refusal: Option<&'static str>,
+    /// `confidence_score` as the service would give it (threshold-independent).
+    pub confidence: f64,
+    /// What the intent and machine checks saw (non-repair phrase, uncovered machine, fault
+    /// word, symptom words), for the dev misses.
+    pub why: String,
 }
 
 impl Outcome {
@@ -97,10 +104,20 @@ pub fn run(engine: &DiagnoseEngine, cases: &[Case]) -> Vec<Outcome> {
                 case: c.clone(),
                 ranked: a.ranked.iter().take(2).cloned().collect(),
                 best_relevance: a.best_relevance,
-                hard_refusal: matches!(
-                    a.refusal,
-                    Some(Refusal::OutOfScope(_) | Refusal::NoSopForClass(_) | Refusal::NoDocument)
-                ),
+                hard_refusal: a.refusal.is_some(),
+                refusal: a.refusal.as_ref().map(Refusal::code),
+                confidence: a.confidence,
+                why: {
+                    let an = engine.analyze(&c.query);
+                    format!(
+                        "cue {:?}, question {}, machine {:?}, fault word {}, symptom words {}",
+                        an.non_repair,
+                        an.question_led,
+                        an.uncovered,
+                        an.fault_word,
+                        an.symptom_terms
+                    )
+                },
             }
         })
         .collect()
@@ -116,6 +133,10 @@ pub struct Figures {
     pub covered_refused: usize,
     pub covered_wrong: usize,
     pub none_answered: usize,
+    /// Non-repair questions (subset name containing `nonrepair`) and those answered
+    /// `not_a_fault_report`.
+    pub non_repair: usize,
+    pub non_repair_recognised: usize,
 }
 
 impl Figures {
@@ -135,6 +156,11 @@ impl Figures {
             } else {
                 f.none += 1;
                 f.none_answered += usize::from(o.answered_at(t));
+                if o.case.subset.contains("nonrepair") {
+                    f.non_repair += 1;
+                    f.non_repair_recognised +=
+                        usize::from(o.refusal == Some(Refusal::NotAFaultReport.code()));
+                }
             }
         }
         f
@@ -206,6 +232,74 @@ pub fn subset_table(outcomes: &[Outcome], split: &str, t: f64) -> String {
     s
 }
 
+/// The family a subset belongs to: `English` for `en-*` (and the older sets' English
+/// subsets), the language code for a language, `consequence`, `out of scope` for `oos-*`.
+fn family(subset: &str) -> String {
+    match subset {
+        s if s.starts_with("en") || ["clean", "shorthand", "typo"].contains(&s) => "English".into(),
+        s if s.starts_with("oos") || s == "near_miss" || s == "no_sop_class" => {
+            "out of scope".into()
+        }
+        "consequence" | "indirect" => "consequence".into(),
+        s => s.to_string(),
+    }
+}
+
+/// Per-family figures of one split at threshold `t` (English styles together, each language,
+/// consequence-only, out of scope with the non-repair questions recognised), as Markdown.
+pub fn family_table(outcomes: &[Outcome], split: &str, t: f64) -> String {
+    let mut groups: BTreeMap<String, Vec<&Outcome>> = BTreeMap::new();
+    for o in outcomes
+        .iter()
+        .filter(|o| split == "all" || o.case.split == split)
+    {
+        groups.entry(family(&o.case.subset)).or_default().push(o);
+        groups.entry("all".into()).or_default().push(o);
+    }
+    let mut s = format!(
+        "split {split} by family, threshold {t:.2}\n\n| family | questions | right SOP first | covered but refused | NONE answered | non-repair recognised |\n|---|---|---|---|---|---|\n"
+    );
+    for (name, list) in &groups {
+        let f = Figures::of(list.iter().copied(), t);
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {} | {} | {} |",
+            f.covered + f.none,
+            pct(f.right_first, f.covered),
+            pct(f.covered_refused, f.covered),
+            pct(f.none_answered, f.none),
+            pct(f.non_repair_recognised, f.non_repair),
+        );
+    }
+    s
+}
+
+/// Confidence bands of one split: how many answers fall in each, the share whose first SOP is
+/// right (a NONE question answered counts as wrong), and the NONE questions among them.
+pub fn reliability_table(outcomes: &[Outcome], split: &str, t: f64) -> String {
+    let bands = [(0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.01)];
+    let mut s = format!(
+        "split {split}: reliability of confidence_score (answers at threshold {t:.2})\n\n| confidence | answers | first SOP right | NONE questions answered |\n|---|---|---|---|\n"
+    );
+    for (lo, hi) in bands {
+        let inside: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| split == "all" || o.case.split == split)
+            .filter(|o| o.answered_at(t) && o.confidence >= lo && o.confidence < hi)
+            .collect();
+        let right = inside.iter().filter(|o| o.right_first_at(t)).count();
+        let none = inside.iter().filter(|o| !o.covered()).count();
+        let _ = writeln!(
+            s,
+            "| {lo:.1}–{:.1} | {} | {} | {none} |",
+            hi.min(1.0),
+            inside.len(),
+            pct(right, inside.len()),
+        );
+    }
+    s
+}
+
 /// The threshold sweep of one split, as Markdown.
 pub fn sweep_table(outcomes: &[Outcome], split: &str) -> String {
     let mut s = format!(
@@ -245,14 +339,17 @@ pub fn misses(outcomes: &[Outcome], split: &str, t: f64) -> Vec<String> {
         })
         .map(|o| {
             format!(
-                "[{}] want {} got {:?} rel {:.2}{}: {} ({})",
+                "[{}] want {} got {:?} rel {:.2}{}: {} ({}) [{}]",
                 o.case.subset,
                 o.case.expected,
                 o.ranked,
                 o.best_relevance,
-                if o.hard_refusal { " refused" } else { "" },
+                o.refusal
+                    .map(|r| format!(" refused: {r}"))
+                    .unwrap_or_default(),
                 o.case.query,
-                o.case.equipment_id
+                o.case.equipment_id,
+                o.why
             )
         })
         .collect()

@@ -2,7 +2,8 @@
 //!
 //! Terms come from the caller's analyzer (the engine's English analysis: folded, stop words and
 //! measurements dropped, Snowball-stemmed, so "vibrates", "vibrating" and "vibration" meet).
-//! Header fields (title, equipment, symptoms, defects) count [`KEY_FIELD_WEIGHT`] times.
+//! Header fields (title, equipment, symptoms, defects) count [`KEY_FIELD_WEIGHT`] times, the
+//! `evidence:` header (consequences) [`EVIDENCE_WEIGHT`] times.
 //!
 //! Scores are turned into a **relevance** in 0..1 by dividing by the score an ideal document
 //! would reach (every query term present, saturated). Query words the knowledge base has never
@@ -23,6 +24,11 @@ const K1: f32 = 1.2;
 const B: f32 = 0.75;
 /// How much more a term in the title/equipment/symptoms/defects counts than one in the prose.
 pub const KEY_FIELD_WEIGHT: u32 = 3;
+/// How much a term of the `evidence:` header (consequences in everyday words) counts: more than
+/// the prose, less than the symptoms, since everyday words ("running", "floor") are less
+/// specific. It is a key field: a consequence-only report can be answered from it. Chosen on the
+/// dev split (2 against 1 and 3).
+pub const EVIDENCE_WEIGHT: u32 = 2;
 
 /// One document's share of a posting list.
 #[derive(Debug, Clone, Copy)]
@@ -74,11 +80,13 @@ impl Index {
                 d.title,
                 d.equipment.join(" "),
                 d.symptoms.join(" "),
-                d.defects.join(" ")
+                d.defects.join(" "),
             );
+            let evidence_text = d.evidence.join(" ");
             let body_text = format!("{} {}", d.summary, d.steps.join(" "));
             for (text, weight, key) in [
                 (key_text.as_str(), KEY_FIELD_WEIGHT, true),
+                (evidence_text.as_str(), EVIDENCE_WEIGHT, true),
                 (body_text.as_str(), 1, false),
             ] {
                 for t in analyze(text) {
@@ -138,6 +146,37 @@ impl Index {
     /// Number of distinct terms.
     pub fn vocabulary_len(&self) -> usize {
         self.terms.len()
+    }
+
+    /// The relevance of one document for `terms` (score over the ideal score, as in
+    /// [`Index::search_terms`], the score times `boost`), and how many distinct terms occur in it.
+    pub fn relevance_of(&self, doc: usize, terms: &[&str], boost: f32) -> (f32, usize) {
+        let mut q: Vec<&str> = terms.to_vec();
+        q.sort_unstable();
+        q.dedup();
+        let (mut ideal, mut score, mut matched) = (0.0f32, 0.0f32, 0usize);
+        for t in q {
+            let Some(&id) = self.terms.get(t) else {
+                ideal += self.unknown_idf * (K1 + 1.0);
+                continue;
+            };
+            let idf = self.idf[id as usize];
+            ideal += idf * (K1 + 1.0);
+            if let Some(p) = self.postings[id as usize]
+                .iter()
+                .find(|p| p.doc as usize == doc)
+            {
+                let tf = p.tf as f32;
+                let norm = K1 * (1.0 - B + B * self.doc_len[doc] / self.avg_len);
+                score += idf * tf * (K1 + 1.0) / (tf + norm);
+                matched += 1;
+            }
+        }
+        if ideal > 0.0 {
+            ((score * boost / ideal).min(1.0), matched)
+        } else {
+            (0.0, 0)
+        }
     }
 
     /// The best `k` documents for the analysed `terms`, best first. Documents with no matching

@@ -7,6 +7,7 @@
 //! equipment: hydraulic press, press
 //! symptoms: vibration, noise
 //! defects: misalignment, loose mounting bolts
+//! evidence: cracked welds on the frame, parts out of tolerance   (optional: consequences)
 //! ---
 //! Scope paragraph.
 //! ## Safety
@@ -29,6 +30,10 @@ pub struct Document {
     pub equipment: Vec<String>,
     pub symptoms: Vec<String>,
     pub defects: Vec<String>,
+    /// Consequences a person may report instead of the fault itself (a puddle that keeps
+    /// coming back, a higher energy bill, rubber dust under a belt, complaints from QA): the
+    /// `evidence:` header. Searched like the other header fields.
+    pub evidence: Vec<String>,
     /// The scope paragraph(s).
     pub summary: String,
     pub safety: Vec<String>,
@@ -62,6 +67,7 @@ impl Document {
             ("equipment", self.equipment.join(", ")),
             ("symptoms", self.symptoms.join(", ")),
             ("defects", self.defects.join(", ")),
+            ("evidence", self.evidence.join(", ")),
         ] {
             if !v.is_empty() {
                 m.push_str(&format!("{k}: {v}\n"));
@@ -156,7 +162,7 @@ pub fn parse_document(file: &str, text: &str) -> Result<Document, KbError> {
         .ok_or_else(|| err("front matter is not closed with ---"))?;
     let (header, rest) = (&body[..end], &body[end + 4..]);
     let (mut id, mut title) = (String::new(), String::new());
-    let (mut equipment, mut symptoms, mut defects) = (vec![], vec![], vec![]);
+    let (mut equipment, mut symptoms, mut defects, mut evidence) = (vec![], vec![], vec![], vec![]);
     for line in header.lines().filter(|l| !l.trim().is_empty()) {
         let (k, v) = line
             .split_once(':')
@@ -168,6 +174,7 @@ pub fn parse_document(file: &str, text: &str) -> Result<Document, KbError> {
             "equipment" => equipment = list(v),
             "symptoms" => symptoms = list(v),
             "defects" => defects = list(v),
+            "evidence" => evidence = list(v),
             other => return Err(err(&format!("unknown header key `{other}`"))),
         }
     }
@@ -222,6 +229,7 @@ pub fn parse_document(file: &str, text: &str) -> Result<Document, KbError> {
         equipment,
         symptoms,
         defects,
+        evidence,
         summary,
         safety,
         steps,

@@ -53,6 +53,14 @@ struct LangFile {
     #[serde(default)]
     out_of_scope_settings: Vec<String>,
     #[serde(default)]
+    non_repair: Vec<String>,
+    #[serde(default)]
+    question_words: Vec<String>,
+    #[serde(default)]
+    uncovered_equipment: Vec<String>,
+    #[serde(default)]
+    detect_only: Option<bool>,
+    #[serde(default)]
     terms: BTreeMap<String, String>,
 }
 
@@ -174,6 +182,18 @@ pub struct Language {
     pub fault: Vec<String>,
     pub terms: PhraseTable,
     pub out_of_scope: PhraseTable,
+    /// Phrases that ask something other than a repair (`how many`, `who is on call`,
+    /// `order a spare`): with no fault word, the question is not a fault report.
+    pub non_repair: PhraseTable,
+    /// Interrogatives (`what`, `wie viele`): a text that opens with one and names no fault asks
+    /// for something else.
+    pub question: PhraseTable,
+    /// Machines and systems that no SOP covers (`diesel generator`, `forklift`): named before
+    /// (or without) covered equipment, the answer says there is no SOP for them.
+    pub uncovered: PhraseTable,
+    /// A language known only well enough to be recognised (stop words, letters): a question in
+    /// it is answered with "language not supported", naming it.
+    pub detect_only: bool,
     /// Single-word keys by their folded surface form → phrase id (compound parts).
     pub surface: HashMap<String, u32>,
 }
@@ -227,6 +247,10 @@ impl Language {
             fault: vec![],
             terms: PhraseTable::default(),
             out_of_scope: PhraseTable::default(),
+            non_repair: PhraseTable::default(),
+            question: PhraseTable::default(),
+            uncovered: PhraseTable::default(),
+            detect_only: false,
             surface: HashMap::default(),
         };
         l.extend(f, file)?;
@@ -249,6 +273,13 @@ impl Language {
         }
         if let Some(c) = f.compounds {
             self.compounds = c;
+        }
+        if let Some(d) = f.detect_only {
+            self.detect_only = d;
+        }
+        // A file that adds terms makes a detect-only language a real one.
+        if !f.terms.is_empty() && f.detect_only.is_none() {
+            self.detect_only = false;
         }
         self.letters
             .extend(f.letters.chars().flat_map(char::to_lowercase));
@@ -329,6 +360,36 @@ impl Language {
                 stems,
                 value: value.to_string(),
             });
+        }
+        for (list, key, table) in [
+            (&f.non_repair, "non_repair", &mut self.non_repair),
+            (&f.question_words, "question_words", &mut self.question),
+            (
+                &f.uncovered_equipment,
+                "uncovered_equipment",
+                &mut self.uncovered,
+            ),
+        ] {
+            for o in list {
+                let stems: Box<[Box<str>]> = tokens(o)
+                    .iter()
+                    .map(|t| match &self.stemmer {
+                        Some(s) => s.stem(&t.text).into_owned().into_boxed_str(),
+                        None => t.text.clone().into_boxed_str(),
+                    })
+                    .collect();
+                if stems.is_empty() || stems.len() > MAX_PHRASE {
+                    return Err(err(format!(
+                        "{key} entry {o:?} must have 1 to {MAX_PHRASE} words"
+                    )));
+                }
+                table.list.push(Phrase {
+                    key: o.clone(),
+                    stems,
+                    value: String::new(),
+                });
+            }
+            table.rebuild();
         }
         self.terms.rebuild();
         self.out_of_scope.rebuild();

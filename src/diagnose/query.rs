@@ -40,6 +40,26 @@ pub struct Analysis {
     pub out_of_scope: Option<String>,
     /// What was rewritten: `typed → understood` (lexicon terms, compounds, typo corrections).
     pub rewrites: Vec<String>,
+    /// Clause of each of `terms` (same order and length), for relevance within a clause window.
+    pub term_clauses: Vec<u16>,
+    /// The first phrase that asks something other than a repair (`how many`), as written in
+    /// the lexicon.
+    pub non_repair: Option<String>,
+    /// Whether that phrase stands in the first clause (the question's lead, not an aside at the
+    /// end of a report: "..., on-call not answering").
+    pub non_repair_leads: bool,
+    /// Whether the text opens with a question word (before any content word).
+    pub question_led: bool,
+    /// A machine no SOP covers, named before (or without) covered equipment.
+    pub uncovered: Option<String>,
+    /// Whether a fault word stands in the question, not negated and not in a "works fine"
+    /// clause (`leak`, `noise`, `alarm`, `trips`, ... in any language, after translation).
+    pub fault_word: bool,
+    /// How many distinct terms name a symptom or defect of the knowledge base (words of the
+    /// `symptoms:` and `defects:` headers that are not equipment names).
+    pub symptom_terms: usize,
+    /// How many distinct terms the knowledge base knows that are not equipment names.
+    pub content_terms: usize,
 }
 
 /// Per-engine analysis state built from the lexicon and the knowledge base's vocabulary.
@@ -52,6 +72,9 @@ pub struct QueryAnalyzer {
     fault: HashSet<String>,
     /// English stems of the knowledge base's equipment names.
     equipment: HashSet<String>,
+    /// English stems of the knowledge base's symptom and defect words that are not equipment
+    /// names: what a fault report mentions.
+    symptom: HashSet<String>,
     /// The knowledge base's own words (folded) → English stem; frequent words first.
     kb_speller: Speller<String>,
     /// Per language: single-word glossary keys (folded) → phrase id.
@@ -105,6 +128,7 @@ impl QueryAnalyzer {
         lexicon: Lexicon,
         kb_words: Vec<(String, String)>,
         equipment_names: impl IntoIterator<Item = &'a str>,
+        symptom_texts: impl IntoIterator<Item = &'a str>,
     ) -> QueryAnalyzer {
         let en = lexicon.en();
         let value_symptoms = lexicon
@@ -129,9 +153,14 @@ impl QueryAnalyzer {
             .flat_map(|l| l.fault.iter())
             .map(|w| en.stem(w))
             .collect();
-        let equipment = equipment_names
+        let equipment: HashSet<String> = equipment_names
             .into_iter()
             .flat_map(|e| english_terms(en, e))
+            .collect();
+        let symptom = symptom_texts
+            .into_iter()
+            .flat_map(|e| english_terms(en, e))
+            .filter(|s| !equipment.contains(s))
             .collect();
         let lang_spellers = lexicon
             .languages
@@ -158,6 +187,7 @@ impl QueryAnalyzer {
             value_symptoms,
             fault,
             equipment,
+            symptom,
             lexicon,
         }
     }
@@ -284,6 +314,7 @@ impl QueryAnalyzer {
         let (mut neg_left, mut neg_clause) = (0u8, 0u16);
         let mut shift = 0u16;
         let mut oos_at: Option<usize> = None;
+        let mut uncovered_at: Option<usize> = None;
         // A setting ("at home") outside the plant: out of scope wherever it stands.
         let mut setting = false;
         let mut i = 0;
@@ -319,6 +350,47 @@ impl QueryAnalyzer {
             }
             let end = (i + super::lexicon::MAX_PHRASE).min(toks.len());
             let (sl, se) = (&all_l[i..end], &all_en[i..end]);
+            let clause_start = i == 0 || toks[i].clause != toks[i - 1].clause;
+            if clause_start && items.is_empty() && !a.question_led {
+                a.question_led = l.question.longest_at(sl).is_some()
+                    || other_en.is_some_and(|en| en.question.longest_at(se).is_some());
+            }
+            if a.non_repair.is_none() {
+                let cue = l
+                    .non_repair
+                    .longest_at(sl)
+                    .map(|(id, _)| &l.non_repair.list[id as usize])
+                    .or_else(|| {
+                        other_en.and_then(|en| {
+                            en.non_repair
+                                .longest_at(se)
+                                .map(|(id, _)| &en.non_repair.list[id as usize])
+                        })
+                    });
+                if let Some(p) = cue {
+                    a.non_repair = Some(p.key.clone());
+                    a.non_repair_leads = clause == toks[0].clause;
+                }
+            }
+            let uncovered = l
+                .uncovered
+                .longest_at(sl)
+                .map(|(id, n)| (&l.uncovered.list[id as usize], n))
+                .or_else(|| {
+                    other_en.and_then(|en| {
+                        en.uncovered
+                            .longest_at(se)
+                            .map(|(id, n)| (&en.uncovered.list[id as usize], n))
+                    })
+                });
+            if let Some((phrase, n)) = uncovered {
+                if uncovered_at.is_none() {
+                    a.uncovered = Some(phrase.key.clone());
+                    uncovered_at = Some(items.len());
+                }
+                i += n;
+                continue;
+            }
             let oos = l
                 .out_of_scope
                 .longest_at(sl)
@@ -459,11 +531,47 @@ impl QueryAnalyzer {
                 a.out_of_scope = None;
             }
         }
-        a.terms = items
+        // Covered equipment named first: the uncovered machine is context ("the compressor by
+        // the generator").
+        if let Some(at) = uncovered_at {
+            let first_any = items
+                .iter()
+                .position(|it| !it.negated && self.equipment.contains(&it.stem));
+            if first_any.is_some_and(|e| e < at) {
+                a.uncovered = None;
+            }
+        }
+        let mut symptoms_seen: Vec<&str> = Vec::new();
+        let mut content_seen: Vec<&str> = Vec::new();
+        // Counted over every clause: a "works fine" word somewhere in a long message ("as on a
+        // normal day") does not make the rest of it less of a report.
+        for it in &items {
+            if it.negated && self.fault.contains(&it.stem) {
+                continue;
+            }
+            if !self.equipment.contains(&it.stem)
+                && index.contains(&it.stem)
+                && !content_seen.contains(&it.stem.as_str())
+            {
+                content_seen.push(&it.stem);
+            }
+            if it.negated {
+                continue;
+            }
+            if self.fault.contains(&it.stem) {
+                a.fault_word = true;
+            }
+            if self.symptom.contains(&it.stem) && !symptoms_seen.contains(&it.stem.as_str()) {
+                symptoms_seen.push(&it.stem);
+            }
+        }
+        a.symptom_terms = symptoms_seen.len();
+        a.content_terms = content_seen.len();
+        (a.terms, a.term_clauses) = items
             .into_iter()
             .filter(|it| keep(&it.stem, it.clause, it.negated))
-            .map(|it| it.stem)
-            .collect();
+            .map(|it| (it.stem, it.clause))
+            .unzip();
         a.symptoms = sym
             .into_iter()
             .filter(|(c, s, neg)| {
@@ -563,6 +671,9 @@ out_of_scope_settings = ["zu hause"]
             words,
             docs.iter()
                 .flat_map(|d| d.equipment.iter().map(String::as_str))
+                .collect::<Vec<_>>(),
+            docs.iter()
+                .flat_map(|d| d.symptoms.iter().map(String::as_str))
                 .collect::<Vec<_>>(),
         );
         (qa, index)

@@ -20,22 +20,60 @@ fn fold_char(c: char, out: &mut String) {
         'ö' | 'œ' => out.push_str("oe"),
         'ü' => out.push_str("ue"),
         'ß' => out.push_str("ss"),
-        'à' | 'á' | 'â' | 'ã' | 'å' | 'ą' => out.push('a'),
+        'à' | 'á' | 'â' | 'ã' | 'å' | 'ą' | 'ă' => out.push('a'),
         'ç' | 'ć' | 'č' => out.push('c'),
         'è' | 'é' | 'ê' | 'ë' | 'ę' | 'ě' => out.push('e'),
-        'ì' | 'í' | 'î' | 'ï' => out.push('i'),
+        'ì' | 'í' | 'î' | 'ï' | 'ı' => out.push('i'),
+        'ğ' => out.push('g'),
+        // Lower-case 'İ' is 'i' plus a combining dot above: the dot goes.
+        '\u{307}' => {}
         'ñ' | 'ń' | 'ň' => out.push('n'),
         'ò' | 'ó' | 'ô' | 'õ' | 'ø' => out.push('o'),
         'ù' | 'ú' | 'û' | 'ů' => out.push('u'),
         'ý' | 'ÿ' => out.push('y'),
         'ł' => out.push('l'),
-        'ś' | 'š' => out.push('s'),
+        'ś' | 'š' | 'ş' | 'ș' => out.push('s'),
         'ź' | 'ż' | 'ž' => out.push('z'),
         'ř' => out.push('r'),
-        'ť' => out.push('t'),
+        'ť' | 'ţ' | 'ț' => out.push('t'),
         'ď' => out.push('d'),
         _ => out.push(c),
     }
+}
+
+/// The script of a text written mostly in letters no lexicon language uses (Cyrillic, Greek,
+/// Arabic, Hebrew, Devanagari, Thai, Chinese/Japanese, Korean), as a name for the answer; None
+/// for Latin-script text (equipment codes and numbers in Latin letters do not change that).
+pub fn foreign_script(text: &str) -> Option<&'static str> {
+    let (mut latin, mut other) = (0usize, [0usize; 8]);
+    for c in text.chars().filter(|c| c.is_alphabetic()) {
+        let slot = match c as u32 {
+            0x0400..=0x052F => 0,
+            0x0370..=0x03FF => 1,
+            0x0600..=0x06FF | 0x0750..=0x077F => 2,
+            0x0590..=0x05FF => 3,
+            0x0900..=0x097F => 4,
+            0x0E00..=0x0E7F => 5,
+            0x3040..=0x30FF | 0x4E00..=0x9FFF => 6,
+            0xAC00..=0xD7AF | 0x1100..=0x11FF => 7,
+            _ => {
+                latin += 1;
+                continue;
+            }
+        };
+        other[slot] += 1;
+    }
+    let (slot, n) = other.iter().enumerate().max_by_key(|(_, n)| **n)?;
+    (*n > latin).then_some(match slot {
+        0 => "Cyrillic script (Russian, Ukrainian, Bulgarian, Serbian, ...)",
+        1 => "Greek",
+        2 => "Arabic script (Arabic, Persian, Urdu, ...)",
+        3 => "Hebrew",
+        4 => "Devanagari script (Hindi, Marathi, Nepali, ...)",
+        5 => "Thai",
+        6 => "Chinese or Japanese",
+        _ => "Korean",
+    })
 }
 
 /// Lower-cases and folds a word into `out` (cleared first).

@@ -24,7 +24,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::auth::AuthError;
 use crate::config::is_valid_id;
-use crate::diagnose::{Guidance, Observation, Question, VisionAnalysis};
+use crate::diagnose::{Guidance, Observation, Question, Refusal, VisionAnalysis};
 use crate::metrics::{agent, genai, UNKNOWN};
 use crate::recent::{AnswerRecord, Lookup};
 
@@ -847,10 +847,11 @@ async fn diagnose(
         rag_guidance: &answer.guidance,
         generated_report: &report,
         confidence_score: answer.confidence,
-        answer_status: if answer.supported {
-            "supported"
-        } else {
-            "no_supporting_document"
+        answer_status: match &answer.refusal {
+            None => "supported",
+            Some(Refusal::NotAFaultReport) => "not_a_fault_report",
+            Some(Refusal::LanguageNotSupported(_)) => "language_not_supported",
+            Some(_) => "no_supporting_document",
         },
         hallucination_flag: !answer.supported,
         refusal_reason: answer.refusal.as_ref().map(|r| r.code()),
@@ -895,7 +896,8 @@ struct DiagnoseResponse<'a> {
     confidence_score: f64,
     answer_status: &'static str,
     hallucination_flag: bool,
-    /// Why nothing is cited: `no_matching_sop`, `out_of_scope`, `no_sop_for_equipment_class`.
+    /// Why nothing is cited: `no_matching_sop`, `out_of_scope`, `no_sop_for_equipment_class`,
+    /// `no_sop_for_machine`, `not_a_fault_report`, `language_not_supported`.
     #[serde(skip_serializing_if = "Option::is_none")]
     refusal_reason: Option<&'static str>,
     understood: Understood<'a>,

@@ -431,6 +431,7 @@ fn main() {
         min_relevance: cfg.engine.min_relevance,
         max_documents: cfg.engine.max_documents.get(),
         max_steps: cfg.engine.max_steps.get(),
+        off: Default::default(),
     };
     eprintln!("hot_paths: {secs} s per operation, large KB = {big_n} documents");
 

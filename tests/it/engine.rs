@@ -202,3 +202,65 @@ fn check_config_validates_assets_and_lexicon() {
         "{all}"
     );
 }
+
+#[test]
+fn refusals_say_why_in_the_api_and_count_in_metrics() {
+    let dir = TempDir::new("refusals");
+    let a = Agent::start(dir.path(), &config_with(dir.path(), ""));
+    let cases = [
+        (
+            "press-12",
+            "how many hydraulic presses do we have in hall A?",
+            "not_a_fault_report",
+            "not_a_fault_report",
+        ),
+        (
+            "gen-1",
+            "the diesel generator will not start on its weekly test",
+            "no_supporting_document",
+            "no_sop_for_machine",
+        ),
+        (
+            "pump-7",
+            "насос сильно вибрирует и течёт масло",
+            "language_not_supported",
+            "language_not_supported",
+        ),
+    ];
+    for (eq, text, status, reason) in cases {
+        let r = a.diagnose("plant-7", eq, text);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["answer_status"], status, "{text}: {v}");
+        assert_eq!(v["refusal_reason"], reason, "{text}");
+        assert_eq!(v["hallucination_flag"], true, "no cited document");
+        assert!(v["rag_guidance"]["recommended_steps"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+    }
+    // A French report is understood and answered from the SOP.
+    let r = a.diagnose(
+        "plant-7",
+        "pump-7",
+        "la pompe fait un bruit de gravier et la pression de refoulement est basse",
+    );
+    let v = r.json();
+    assert_eq!(v["answer_status"], "supported", "{v}");
+    assert_eq!(v["understood"]["language"], "fr");
+    assert_eq!(cited(&r)[0], "SOP-PMP-001");
+    for reason in [
+        "not_a_fault_report",
+        "no_sop_for_machine",
+        "language_not_supported",
+    ] {
+        assert_eq!(
+            a.metric(
+                "copilot_edge_diagnose_refusals_total",
+                &[&format!("reason=\"{reason}\"")]
+            ),
+            Some(1.0),
+            "{reason}"
+        );
+    }
+}

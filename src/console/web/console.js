@@ -152,7 +152,7 @@
   function render(r, savedAt) {
     current = r || {};
     var g = current.rag_guidance || {}, u = current.understood || {};
-    var lang = /^(en|de|es)$/.test(u.language || '') ? u.language : null;
+    var lang = /^(en|de|es|fr|it|pt|pl|nl|cs|tr|ro)$/.test(u.language || '') ? u.language : null;
     var notes = Array.isArray(g.safety_notes) ? g.safety_notes : [];
     var ul = C.clear($('safety-list'));
     if (lang) ul.lang = lang; else ul.removeAttribute('lang');
@@ -163,6 +163,10 @@
     $('refusal').hidden = ok;
     var reason = 'reason_' + (current.refusal_reason || 'other');
     $('refusal-reason').textContent = t(t(reason) === reason ? 'reason_other' : reason);
+    // Not a fault report, or a language the gateway does not read: no "make it safe" heading.
+    var plain = current.answer_status === 'not_a_fault_report' || current.answer_status === 'language_not_supported';
+    $('refusal-title').textContent = t(plain ? 'refusal_' + current.answer_status : 'refusal');
+    $('refusal-escalate').hidden = plain;
     $('steps-block').hidden = !ok;
     var ol = C.clear($('steps'));
     if (ok) (g.recommended_steps || []).forEach(function (s) { ol.append(stepItem(String(s), lang)); });
@@ -175,7 +179,8 @@
     var as = u.asset;
     var assetText = as ? [as.id, [as['class'], [as.make, as.model].filter(Boolean).join(' '), as.line, as.location].filter(Boolean).join(', ')].filter(Boolean).join(' — ')
       : t('noAsset');
-    $('understood').textContent = t('understood', { l: u.language ? t('lang_' + u.language) : '–', a: assetText });
+    var langKey = 'lang_' + (u.language || '');
+    $('understood').textContent = t('understood', { l: u.language ? (t(langKey) === langKey ? u.language : t(langKey)) : '–', a: assetText });
     var rep = $('report-text');
     rep.textContent = current.generated_report || '';
     if (lang) rep.lang = lang; else rep.removeAttribute('lang');
