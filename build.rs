@@ -30,7 +30,8 @@ fn files_of(dir: &str, ext: &str) -> Vec<PathBuf> {
 }
 
 /// Writes the gzip of `f` under `$OUT_DIR/embedded/<prefix>-<name>.gz`; returns its name, the
-/// absolute path of the gzip and the original bytes.
+/// absolute path of the gzip and the original bytes. TOML files lose their whole-line comments
+/// first (notes for editors, a sixth of the lexicon; the files in the repository keep them).
 fn compress_file(f: &Path, prefix: &str) -> (String, String, Vec<u8>) {
     println!("cargo:rerun-if-changed={}", f.display());
     let name = f
@@ -38,7 +39,16 @@ fn compress_file(f: &Path, prefix: &str) -> (String, String, Vec<u8>) {
         .and_then(|n| n.to_str())
         .expect("utf-8 file name")
         .to_string();
-    let data = std::fs::read(f).expect("read embedded file");
+    let mut data = std::fs::read(f).expect("read embedded file");
+    if name.ends_with(".toml") {
+        let text = String::from_utf8(data).expect("utf-8 TOML");
+        data = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .flat_map(|l| [l, "\n"])
+            .collect::<String>()
+            .into_bytes();
+    }
     let out_dir = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("embedded");
     std::fs::create_dir_all(&out_dir).expect("create $OUT_DIR/embedded");
     let gz = out_dir.join(format!("{prefix}-{name}.gz"));

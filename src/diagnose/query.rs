@@ -27,6 +27,10 @@ use super::text::{fold, tokens, Token};
 /// Content words a negator reaches.
 const NEGATION_REACH: u8 = 3;
 
+/// Languages that take part in detection (a lexicon with more is cut here; the embedded one has
+/// 24).
+pub const MAX_LANGUAGES: usize = 64;
+
 /// What the analysis understood.
 #[derive(Debug, Clone, Default)]
 pub struct Analysis {
@@ -79,6 +83,12 @@ pub struct QueryAnalyzer {
     kb_speller: Speller<String>,
     /// Per language: single-word glossary keys (folded) → phrase id.
     lang_spellers: Vec<Speller<u32>>,
+    /// Per folded word, the languages (bit = index) for which it is detection evidence: a
+    /// function word (stop word, negator, clause break), or a single-word glossary key (not for
+    /// English, whose evidence is the knowledge base's own words).
+    detect_words: rustc_hash::FxHashMap<String, u64>,
+    /// Per letter, the languages that list it as typical.
+    detect_letters: rustc_hash::FxHashMap<char, u64>,
     /// English stems of every language's function words (stop words, negators, fine words,
     /// clause breaks): a cache, as most words of a question are these or knowledge-base words.
     function_stems: rustc_hash::FxHashMap<String, String>,
@@ -180,7 +190,25 @@ impl QueryAnalyzer {
             .map(|w| (w.clone(), en.stem(w)))
             .collect();
         let kb_speller = Speller::new(kb_words);
+        let mut detect_words: rustc_hash::FxHashMap<String, u64> = Default::default();
+        let mut detect_letters: rustc_hash::FxHashMap<char, u64> = Default::default();
+        for (li, l) in lexicon.languages.iter().enumerate().take(MAX_LANGUAGES) {
+            let bit = 1u64 << li;
+            let surface = (li > 0).then_some(l.surface.keys()).into_iter().flatten();
+            for w in [&l.stop, &l.negators, &l.breaks]
+                .into_iter()
+                .flatten()
+                .chain(surface)
+            {
+                *detect_words.entry(w.clone()).or_default() |= bit;
+            }
+            for &c in &l.letters {
+                *detect_letters.entry(c).or_default() |= bit;
+            }
+        }
         QueryAnalyzer {
+            detect_words,
+            detect_letters,
             function_stems,
             kb_speller,
             lang_spellers,
@@ -202,35 +230,44 @@ impl QueryAnalyzer {
     /// lexicon knows), plus up to 1.5 for typical letters; ties go to English.
     fn detect(&self, raw: &str, toks: &[Token], stems_en: &[String], index: &Index) -> usize {
         let en = self.lexicon.en();
-        let mut best = (0usize, 0.0f32);
-        for (li, l) in self.lexicon.languages.iter().enumerate() {
-            let mut score = 0.0f32;
-            for (t, s) in toks.iter().zip(stems_en) {
-                let w = t.text.as_str();
-                if l.stop.contains(w) || l.negators.contains(w) || l.breaks.contains(w) {
-                    score += 1.0;
-                } else if li == 0 {
-                    if index.contains(s) || en.terms.has_word(s) {
-                        score += 1.0;
-                    }
-                } else if l.surface.contains_key(w) {
-                    score += 1.0;
+        let n = self.lexicon.languages.len();
+        // One lookup per word and per letter for all languages at once (a question is scored
+        // against two dozen languages on every request).
+        let mut scores = [0.0f32; MAX_LANGUAGES];
+        for (t, s) in toks.iter().zip(stems_en) {
+            let mask = self.detect_words.get(t.text.as_str()).copied().unwrap_or(0);
+            // English: a function word, or a word the knowledge base or its lexicon knows.
+            if mask & 1 == 0 && (index.contains(s) || en.terms.has_word(s)) {
+                scores[0] += 1.0;
+            }
+            for (li, score) in scores.iter_mut().enumerate().take(n) {
+                if mask >> li & 1 == 1 {
+                    *score += 1.0;
                 }
             }
-            if !l.letters.is_empty() {
-                let n = raw
-                    .chars()
-                    .flat_map(char::to_lowercase)
-                    .filter(|c| l.letters.contains(c))
-                    .count();
-                score += (n as f32).min(2.0) * 0.75;
+        }
+        let mut letters = [0u8; MAX_LANGUAGES];
+        if !raw.is_ascii() {
+            for c in raw.chars().flat_map(char::to_lowercase) {
+                if let Some(&mask) = self.detect_letters.get(&c) {
+                    for (li, count) in letters.iter_mut().enumerate().take(n) {
+                        if mask >> li & 1 == 1 {
+                            *count = count.saturating_add(1);
+                        }
+                    }
+                }
             }
+        }
+        let mut best = (0usize, 0.0f32);
+        for li in 0..n {
+            let score = scores[li] + f32::from(letters[li].min(2)) * 0.75;
             if score > best.1 {
                 best = (li, score);
             }
         }
         best.0
     }
+
 
     /// Splits a folded compound into glossary keys ("hydraulikaggregat" → hydraulik + aggregat),
     /// allowing German linking letters between parts.
