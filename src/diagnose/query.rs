@@ -268,7 +268,6 @@ impl QueryAnalyzer {
         best.0
     }
 
-
     /// Splits a folded compound into glossary keys ("hydraulikaggregat" → hydraulik + aggregat),
     /// allowing German linking letters between parts.
     fn split_compound(&self, l: &Language, word: &str, depth: u8, out: &mut Vec<u32>) -> bool {
