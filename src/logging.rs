@@ -122,6 +122,10 @@ pub struct RotatingFile {
     failing: Option<Failing>,
     /// State-change lines for [`Tee`] to put on stdout.
     events: Vec<String>,
+    /// The number the next rotated file gets: one more than the highest on disk, so the newest
+    /// file always sorts last whatever the wall clock says (a clock stepped back an hour, or a
+    /// gateway booted at 2020, must never make pruning delete the newest lines).
+    next_seq: u128,
 }
 
 impl RotatingFile {
@@ -138,9 +142,25 @@ impl RotatingFile {
             max_files: max_files.max(1),
             failing: None,
             events: Vec::new(),
+            next_seq: 1,
         };
+        r.next_seq = Self::rotated_files(dir)?
+            .iter()
+            .filter_map(|p| Self::seq_of(p))
+            .max()
+            .map_or(1, |n| n + 1);
         r.prune()?;
         Ok(r)
+    }
+
+    /// The number in a rotated file's name (`copilot-edge.<number>.log`).
+    fn seq_of(p: &Path) -> Option<u128> {
+        p.file_name()?
+            .to_str()?
+            .strip_prefix("copilot-edge.")?
+            .strip_suffix(".log")?
+            .parse()
+            .ok()
     }
 
     /// Rotated files, oldest first.
@@ -169,14 +189,14 @@ impl RotatingFile {
 
     fn rotate(&mut self) -> io::Result<()> {
         self.file.flush()?;
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        // Zero-padded so that lexical order is age order.
+        // A counter, zero-padded so that lexical order is age order. (Older versions named the
+        // files by wall-clock nanoseconds, also 20 digits: the counter continues above them.)
+        let seq = self.next_seq;
         std::fs::rename(
             self.dir.join(LOG_FILE),
-            self.dir.join(format!("copilot-edge.{nanos:020}.log")),
+            self.dir.join(format!("copilot-edge.{seq:020}.log")),
         )?;
+        self.next_seq += 1;
         self.file = open_log(&self.dir.join(LOG_FILE))?;
         self.size = 0;
         self.prune()
@@ -653,6 +673,32 @@ mod tests {
         assert!(total <= 300, "{total}");
         let live = std::fs::read_to_string(dir.join(LOG_FILE)).unwrap();
         assert!(live.contains("\"n\":49"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn rotated_names_follow_a_counter_not_the_wall_clock() {
+        let dir = std::env::temp_dir().join(format!("ce-log-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A file an older version named by wall-clock nanoseconds "in the future" (before a
+        // clock stepped back): the next rotation still sorts after it, and pruning keeps the
+        // newest lines.
+        let old = dir.join("copilot-edge.01800000000000000000.log");
+        std::fs::write(&old, "{\"n\":\"old\"}\n").unwrap();
+        let mut f = RotatingFile::open(&dir, 60, 2).unwrap();
+        for i in 0..6 {
+            let line = format!("{{\"n\":{i},\"pad\":\"xxxxxxxxxxxxxxxxxxxxxxxx\"}}\n");
+            f.write_all(line.as_bytes()).unwrap();
+        }
+        f.flush().unwrap();
+        let rotated = RotatingFile::rotated_files(&dir).unwrap();
+        assert_eq!(rotated.len(), 1, "{rotated:?}");
+        assert!(!old.exists(), "the oldest file is the one pruned");
+        let kept = std::fs::read_to_string(&rotated[0]).unwrap();
+        assert!(kept.contains("\"n\":4"), "{kept}");
+        assert!(std::fs::read_to_string(dir.join(LOG_FILE))
+            .unwrap()
+            .contains("\"n\":5"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
