@@ -197,6 +197,9 @@ impl RemoteWriteSink {
     pub async fn run(self, shutdown: CancellationToken) {
         let m = &self.metrics.sink;
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        // A receiver that refuses every batch (a clock far off, a bad label) must not turn into
+        // a log line per batch: the first, then at most one a minute with a count.
+        let mut rejections = crate::logging::Throttle::new(Duration::from_secs(60));
         let mut health = SinkHealth::new(NAME, self.metrics.clone(), self.spool.dir());
         let rate = self.cfg.backlog_records_per_sec as f64;
         let (mut tokens, mut last_refill) = (rate, Instant::now());
@@ -300,7 +303,9 @@ impl RemoteWriteSink {
                         .with_label_values(&[NAME])
                         .inc_by(batch.len() as u64);
                     m.errors.with_label_values(&[NAME, "rejected"]).inc();
-                    tracing::warn!(sink = NAME, status, error = %message, records = batch.len(), first_seq = batch[0].seq, last_seq, "sink_batch_rejected");
+                    if let Some(suppressed) = rejections.hit() {
+                        tracing::warn!(sink = NAME, status, error = %message, records = batch.len(), first_seq = batch[0].seq, last_seq, similar_suppressed = suppressed, "sink_batch_rejected");
+                    }
                     if let Err(e) = self.spool.ack(NAME, last_seq) {
                         tracing::error!(sink = NAME, error = %e, "sink_ack_failed");
                     }

@@ -287,3 +287,29 @@ fn rejected_batch_does_not_block_later_ones_and_5xx_is_retried() {
         e["status"] == 400
     });
 }
+
+#[test]
+fn refused_batches_are_logged_once_a_minute_not_once_each() {
+    let rx = ScriptedReceiver::start(vec![400; 12]);
+    let dir = TempDir::new("rw-400s");
+    let a = Agent::start(dir.path(), &rw_config(dir.path(), rx.port));
+    send_requests(&a, 3);
+    wait_for("twelve refused batches", Duration::from_secs(30), || {
+        (rx.bodies.lock().unwrap().len() >= 12).then_some(())
+    });
+    wait_for("the refusals counted", Duration::from_secs(5), || {
+        (a.metric(
+            "copilot_edge_sink_errors_total",
+            &["sink=\"remote_write\"", "kind=\"rejected\""],
+        )
+        .unwrap_or(0.0)
+            >= 12.0)
+            .then_some(())
+    });
+    let lines = a
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "sink_batch_rejected")
+        .count();
+    assert_eq!(lines, 1, "one line for a burst of refusals");
+}
