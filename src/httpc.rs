@@ -69,7 +69,7 @@ async fn connect_and_send(
         })?;
     let _ = stream.set_nodelay(true);
     match &ep.tls {
-        None => exchange(stream, req, max_body).await,
+        None => exchange(stream, req, max_body, &ep.authority).await,
         Some(tls) => {
             let tls_err = |message: String| HttpcError::Tls {
                 authority: ep.authority.clone(),
@@ -80,7 +80,7 @@ async fn connect_and_send(
                 .connect(name, stream)
                 .await
                 .map_err(|e| tls_err(e.to_string()))?;
-            exchange(s, req, max_body).await
+            exchange(s, req, max_body, &ep.authority).await
         }
     }
 }
@@ -89,6 +89,7 @@ async fn exchange<S>(
     stream: S,
     req: Request<Full<Bytes>>,
     max_body: usize,
+    authority: &str,
 ) -> Result<(u16, Bytes), HttpcError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -105,6 +106,10 @@ where
         .await
         .map_err(|e| HttpcError::Http(e.to_string()))?;
     let status = resp.status().as_u16();
+    if let Some(date) = resp.headers().get(hyper::header::DATE) {
+        // Every receiver's answer is a chance to see whether this gateway's clock is right.
+        crate::clock::observe_http_date(authority, date.as_bytes());
+    }
     let body = Limited::new(resp.into_body(), max_body)
         .collect()
         .await

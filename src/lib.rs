@@ -26,6 +26,7 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod compress;
 pub mod config;
 pub mod console;

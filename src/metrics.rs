@@ -261,6 +261,9 @@ pub struct Metrics {
     /// 1 while the tokens file parses; 0 after a change that does not (the last good set is in
     /// use).
     pub tokens_file_valid: IntGauge,
+    /// The wall clock minus the receivers' (HTTP `Date`), seconds; set at each rendering from
+    /// [`crate::clock`], absent until a receiver has answered.
+    pub clock_skew: IntGauge,
     /// OpenTelemetry GenAI client metrics (semantic conventions, Prometheus form): tokens per
     /// operation by `gen_ai_token_type`, only where the model reported them.
     pub genai_tokens: HistogramVec,
@@ -511,6 +514,10 @@ impl Metrics {
                     "1 while the tokens file parses; 0 after a change that does not (the agent keeps the last good set).",
                 )?,
             )?,
+            clock_skew: IntGauge::new(
+                "copilot_edge_clock_skew_seconds",
+                "This gateway's wall clock minus its receivers' (the HTTP Date of remote-write, Pushgateway and LLM answers), seconds; positive = ahead.",
+            )?,
             genai_tokens: reg(
                 &r,
                 HistogramVec::new(
@@ -720,6 +727,11 @@ impl Metrics {
                 .filter(|f| !f.get_metric().is_empty())
                 .collect()
         };
+        // Only once measured: a made-up 0 would read as "the clock is right".
+        if let Some(skew) = crate::clock::skew_seconds() {
+            self.clock_skew.set(skew);
+            families.extend(self.clock_skew.collect());
+        }
         families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut buf = Vec::with_capacity(self.last_len.load(Relaxed) + 4096);
         encode_text(&families, &self.const_labels, &mut buf);

@@ -437,6 +437,11 @@ fn status(state: &AppState, authed: bool) -> Resp {
         "sinks": sinks,
         "spool": spool,
         "tokens_file": {"valid": state.auth.problem().is_none()},
+        "clock": {
+            "skew_seconds": crate::clock::skew_seconds(),
+            "tolerance_seconds": crate::clock::TOLERANCE_SECS,
+            "ok": crate::clock::skew_seconds().is_none_or(|s| s.abs() <= crate::clock::TOLERANCE_SECS),
+        },
     });
     if let (true, Some(problem)) = (authed, state.auth.problem()) {
         out["tokens_file"]["error"] = json!(problem);

@@ -313,3 +313,65 @@ fn refused_batches_are_logged_once_a_minute_not_once_each() {
         .count();
     assert_eq!(lines, 1, "one line for a burst of refusals");
 }
+
+/// A receiver that accepts everything and dates its answers `offset_secs` from the true time.
+fn dated_receiver(offset_secs: i64) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            if crate::common::http::read_request(&c).is_none() {
+                continue;
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64
+                + offset_secs;
+            let out = std::process::Command::new("date")
+                .args(["-u", "-d", &format!("@{now}"), "+%a, %d %b %Y %H:%M:%S GMT"])
+                .output()
+                .unwrap();
+            let date = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let _ = write!(
+                c,
+                "HTTP/1.1 204 No Content\r\nDate: {date}\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn a_clock_off_from_the_receivers_is_measured_and_said() {
+    // The receiver is a day behind this gateway: the gateway's clock is a day ahead.
+    let port = dated_receiver(-86_400);
+    let dir = TempDir::new("rw-clock");
+    let a = Agent::start(dir.path(), &rw_config(dir.path(), port));
+    send_requests(&a, 1);
+    let e = a.wait_event("clock_skew_detected", Duration::from_secs(20), |_| true);
+    let skew = e["skew_seconds"].as_i64().unwrap();
+    assert!((86_390..=86_410).contains(&skew), "{e}");
+    let m = a.metric("copilot_edge_clock_skew_seconds", &[]).unwrap();
+    assert!((86_390.0..=86_410.0).contains(&m), "{m}");
+    let status = a.get("/v1/status").json();
+    assert_eq!(status["clock"]["ok"], false, "{status}");
+}
+
+#[test]
+fn a_right_clock_reads_near_zero() {
+    let port = dated_receiver(0);
+    let dir = TempDir::new("rw-clock0");
+    let a = Agent::start(dir.path(), &rw_config(dir.path(), port));
+    send_requests(&a, 1);
+    let m = wait_for("a measured skew", Duration::from_secs(20), || {
+        a.metric("copilot_edge_clock_skew_seconds", &[])
+    });
+    assert!(m.abs() <= 2.0, "{m}");
+    assert!(!a
+        .events()
+        .iter()
+        .any(|e| e["event"] == "clock_skew_detected"));
+    assert_eq!(a.get("/v1/status").json()["clock"]["ok"], true);
+}
