@@ -1,27 +1,48 @@
 //! copilot-edge: the Manufacturing Copilot on a plant-floor gateway.
 //!
 //! # Layout
-//! - [`cli`]: command-line interface (serve, check-config, print-default-config, spool status).
+//! By layer, top down; domain modules (`diagnose`, `spool`, `metrics`) never import hyper.
+//!
+//! **Entry and composition**
+//! - [`cli`]: subcommands: serve (default), check-config, print-default-config, report, spool
+//!   status, eval, token add/list/revoke.
 //! - [`config`]: TOML → validated [`config::Config`], systemd directories and credentials.
-//! - [`app`]: builds the components from the config, runs them, and shuts them down in order.
-//! - [`compress`]: gzip for MQTT payloads and the gzip-compressed files built into the binary.
+//! - [`app`]: builds the components from the config, runs them, reloads on SIGHUP, polls the
+//!   tokens file, and shuts down in order; `eval` and its ablation table.
+//!
+//! **Serving the plant LAN**
+//! - [`http`]: hyper 1.x server (connection bounds, fair share of slots, Host check), routes and
+//!   handlers, API errors; the only hyper user on the serving side.
 //! - [`console`]: the technician console and the gateway status page, embedded web files.
-//! - [`http`]: hyper 1.x server, routes and one handler per endpoint; the only hyper user on the
-//!   serving side.
-//! - [`diagnose`]: the engine: knowledge base, BM25 retrieval, answers (pure, synchronous).
-//! - [`httpc`]: a minimal outbound HTTP/1.1 client (LLM, Pushgateway).
-//! - [`ids`]: fast trace and request ids.
-//! - [`auth`]: bearer tokens (SHA-256 at rest, constant-time comparison, first-start token, the
-//!   tokens file `copilot-edge token` manages and the agent follows).
-//! - [`llm`]: optional OpenAI-compatible upstream that writes the report, with local fallback.
-//! - [`metrics`]: every Prometheus metric and the cardinality bounds on request labels.
-//! - [`logging`]: JSON log lines to stdout and rotating files, and log shipping to the spool.
+//! - [`auth`]: bearer tokens (SHA-256 at rest, constant-time comparison), the locked tokens file
+//!   `copilot-edge token` manages, the first-start token, the per-address guessing slow-down.
 //! - [`recent`]: the bounded window of recent answers that `/v1/feedback` can rate.
+//!
+//! **Answers**
+//! - [`diagnose`]: the engine: knowledge base, lexicon and language packs, asset register,
+//!   BM25 retrieval with clause windows, intent and machine gates, answers (pure, synchronous).
+//! - [`llm`]: optional OpenAI-compatible upstream that writes the report, with local fallback.
+//!
+//! **Observing**
+//! - [`metrics`]: every Prometheus metric and the cardinality bounds on request labels.
+//! - [`logging`]: JSON log lines to stdout and counter-named rotating files, and log shipping
+//!   to the spool.
+//! - [`clock`]: the wall clock against the receivers' HTTP `Date` (skew gauge and events).
 //! - [`notify`]: systemd readiness and watchdog notifications.
 //! - [`report`]: the weekly health report, computed from a Prometheus server's HTTP API.
-//! - [`sinks`]: MQTT and Pushgateway uplinks that drain the spool.
-//! - [`tls`]: rustls client settings shared by every uplink.
+//!
+//! **Store and forward**
 //! - [`spool`]: the on-disk, append-only, crash-safe buffer of telemetry records.
+//! - [`sinks`]: the uplinks that drain the spool: MQTT (text, gzip, Sparkplug B), Prometheus
+//!   remote write, Pushgateway.
+//! - [`httpc`]: a minimal outbound HTTP/1.1 client (remote write, Pushgateway, LLM).
+//! - [`tls`]: rustls client settings shared by every uplink.
+//!
+//! **Helpers**
+//! - [`compress`]: gzip for MQTT payloads and the gzip-compressed files built into the binary.
+//! - [`fsutil`]: the one atomic file replacement (private temporary file, fsync, rename, dir fsync).
+//! - [`memtrim`]: hands freed heap back to the OS after bursts (glibc).
+//! - [`ids`]: fast trace and request ids.
 
 pub mod app;
 pub mod auth;

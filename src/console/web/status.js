@@ -94,6 +94,9 @@
     text($('kb'), kb ? t('kb', { n: kb.documents, t: C.time(kb.loaded_at) }) : null);
     $('auth-note').hidden = authed;
     text($('auth-text'), (rejected ? t('authBad') + ' ' : '') + t('authNote'));
+    var ck = s.clock;
+    $('clock-bad').hidden = !ck || ck.ok !== false;
+    text($('clock-bad'), ck && ck.ok === false ? t('clockBad', { s: ck.skew_seconds }) : '');
     var tf = s.tokens_file;
     $('tokens-bad').hidden = !tf || tf.valid !== false;
     text($('tokens-bad'), tf && tf.valid === false ? t('tokensBad') + (tf.error ? ' (' + tf.error + ')' : '') : '');
