@@ -20,7 +20,7 @@
 use rustc_hash::FxHashSet as HashSet;
 
 use super::index::Index;
-use super::lexicon::{Language, Lexicon, NOT};
+use super::lexicon::{Language, Lexicon, PhraseTable, NOT};
 use super::speller::Speller;
 use super::text::{fold, tokens, Token};
 
@@ -386,40 +386,30 @@ impl QueryAnalyzer {
             }
             let end = (i + super::lexicon::MAX_PHRASE).min(toks.len());
             let (sl, se) = (&all_l[i..end], &all_en[i..end]);
-            let clause_start = i == 0 || toks[i].clause != toks[i - 1].clause;
-            if clause_start && items.is_empty() && !a.question_led {
-                a.question_led = l.question.longest_at(sl).is_some()
-                    || other_en.is_some_and(|en| en.question.longest_at(se).is_some());
-            }
-            if a.non_repair.is_none() {
-                let cue = l
-                    .non_repair
-                    .longest_at(sl)
-                    .map(|(id, _)| &l.non_repair.list[id as usize])
+            // The longest phrase of one of a language's tables at this word: the question's
+            // language first, then English.
+            let phrase_at = |table: fn(&Language) -> &PhraseTable| {
+                let t = table(l);
+                t.longest_at(sl)
+                    .map(|(id, n)| (&t.list[id as usize], n))
                     .or_else(|| {
                         other_en.and_then(|en| {
-                            en.non_repair
-                                .longest_at(se)
-                                .map(|(id, _)| &en.non_repair.list[id as usize])
+                            let t = table(en);
+                            t.longest_at(se).map(|(id, n)| (&t.list[id as usize], n))
                         })
-                    });
-                if let Some(p) = cue {
+                    })
+            };
+            let clause_start = i == 0 || toks[i].clause != toks[i - 1].clause;
+            if clause_start && items.is_empty() && !a.question_led {
+                a.question_led = phrase_at(|x| &x.question).is_some();
+            }
+            if a.non_repair.is_none() {
+                if let Some((p, _)) = phrase_at(|x| &x.non_repair) {
                     a.non_repair = Some(p.key.clone());
                     a.non_repair_leads = clause == toks[0].clause;
                 }
             }
-            let uncovered = l
-                .uncovered
-                .longest_at(sl)
-                .map(|(id, n)| (&l.uncovered.list[id as usize], n))
-                .or_else(|| {
-                    other_en.and_then(|en| {
-                        en.uncovered
-                            .longest_at(se)
-                            .map(|(id, n)| (&en.uncovered.list[id as usize], n))
-                    })
-                });
-            if let Some((phrase, n)) = uncovered {
+            if let Some((phrase, n)) = phrase_at(|x| &x.uncovered) {
                 if uncovered_at.is_none() {
                     a.uncovered = Some(phrase.key.clone());
                     uncovered_at = Some(items.len());
@@ -427,17 +417,7 @@ impl QueryAnalyzer {
                 i += n;
                 continue;
             }
-            let oos = l
-                .out_of_scope
-                .longest_at(sl)
-                .map(|(id, n)| (&l.out_of_scope.list[id as usize], n))
-                .or_else(|| {
-                    other_en.and_then(|en| {
-                        en.out_of_scope
-                            .longest_at(se)
-                            .map(|(id, n)| (&en.out_of_scope.list[id as usize], n))
-                    })
-                });
+            let oos = phrase_at(|x| &x.out_of_scope);
             if let Some((phrase, n)) = oos {
                 if phrase.value == super::lexicon::SETTING && !setting {
                     setting = true;
