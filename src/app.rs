@@ -241,9 +241,10 @@ fn ablation_table(
             Figures::of(mine.iter().copied().filter(|o| f(&o.case.subset)), t)
         };
         let all = pick(&|_| true);
-        let english = pick(&|s| s.starts_with("en") || ["clean", "shorthand", "typo"].contains(&s));
-        let langs = pick(&|s| s.len() == 2 && s != "en");
-        let consequence = pick(&|s| s == "consequence" || s == "indirect");
+        // The same families as the per-family table (English styles, languages, consequences).
+        let english = pick(&|s| eval::family(s) == "English");
+        let langs = pick(&|s| eval::family(s).len() == 2);
+        let consequence = pick(&|s| eval::family(s) == "consequence");
         let pct = |a: usize, b: usize| {
             if b == 0 {
                 "–".to_string()

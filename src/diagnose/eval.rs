@@ -234,7 +234,7 @@ pub fn subset_table(outcomes: &[Outcome], split: &str, t: f64) -> String {
 
 /// The family a subset belongs to: `English` for `en-*` (and the older sets' English
 /// subsets), the language code for a language, `consequence`, `out of scope` for `oos-*`.
-fn family(subset: &str) -> String {
+pub fn family(subset: &str) -> String {
     match subset {
         s if s.starts_with("en") || ["clean", "shorthand", "typo"].contains(&s) => "English".into(),
         s if s.starts_with("oos") || s == "near_miss" || s == "no_sop_class" => {
