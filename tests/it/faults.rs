@@ -525,7 +525,19 @@ fn expired_remote_write_credential_keeps_the_backlog() {
     }
     // 403 is a credential problem too.
     proxy.answer.store(403, Ordering::SeqCst);
-    std::thread::sleep(Duration::from_millis(2500));
+    // The sink is in capped backoff by now (up to 30 s between attempts): wait for its next
+    // attempt to meet the new answer instead of guessing how long that takes.
+    wait_for(
+        "the sink's next attempt meets the 403",
+        Duration::from_secs(45),
+        || {
+            let (_, out, _) = run_cli(
+                &["spool", "status", "--config", a.config.to_str().unwrap()],
+                dir.path(),
+            );
+            out.contains("403").then_some(())
+        },
+    );
     assert_eq!(
         a.metric("copilot_edge_sink_auth_failed", &["sink=\"remote_write\""]),
         Some(1.0)
