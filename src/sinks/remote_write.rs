@@ -204,11 +204,18 @@ impl RemoteWriteSink {
         let rate = self.cfg.backlog_records_per_sec as f64;
         let (mut tokens, mut last_refill) = (rate, Instant::now());
         let mut live_upto = 0u64;
+        // Snapshots already sent live ahead of a throttled replay (ascending seqs): the replay
+        // skips them in their place, so no sample reaches the receiver twice. Kept in memory
+        // only: after a restart the replay may resend one or two (at-least-once, as a crash is).
+        let mut sent_live: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
             let acked = self.spool.acked(NAME);
+            while sent_live.front().is_some_and(|s| *s <= acked) {
+                sent_live.pop_front();
+            }
             let recs = match self.spool.read(acked, 512, 64 * 1024 * 1024) {
                 Ok(r) => r,
                 Err(e) => {
@@ -234,7 +241,9 @@ impl RemoteWriteSink {
             let mut samples = 0usize;
             let mut throttled = false;
             for r in &recs {
-                if r.kind == Kind::Metrics {
+                if r.kind == Kind::Metrics && sent_live.contains(&r.seq) {
+                    // Went out live while the replay was behind: acknowledged in its place.
+                } else if r.kind == Kind::Metrics {
                     let n = r.payload.iter().filter(|b| **b == b'\n').count();
                     if !batch.is_empty() && samples + n > self.cfg.max_samples_per_request {
                         break;
@@ -252,7 +261,8 @@ impl RemoteWriteSink {
                 last_seq = r.seq;
             }
             if throttled {
-                // Live first: the newest snapshot goes out now, and again later in its place.
+                // Live first: the newest snapshot goes out now, and its place in the replay is
+                // skipped later.
                 if let Some(latest) = self
                     .spool
                     .last_seq_of(Kind::Metrics)
@@ -267,6 +277,8 @@ impl RemoteWriteSink {
                     {
                         if let Outcome::Delivered = self.post(&[&r]).await {
                             live_upto = latest;
+                            sent_live.push_back(latest);
+                            m.sent.with_label_values(&[NAME]).inc();
                         }
                     }
                 }

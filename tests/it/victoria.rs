@@ -172,3 +172,66 @@ fn victoria_metrics_takes_remote_write_backfill_rules_and_dashboard_queries() {
     let require = r"^(P95 latency|Requests / s|Latency P50 / P95 / P99|Requests per second by status code|Top equipment|Sink status|Spool backlog \(records\)|Memory \(RSS\)|Agent versions|P95 latency by plant \(recorded\)|GenAI operation duration P95 by operation and model)$";
     assert_dashboard_queries(&url, require);
 }
+
+/// A replay held to its rate while new snapshots keep coming: the newest goes out live first,
+/// and its place in the replay is skipped, so the store holds each snapshot's samples once.
+/// VictoriaMetrics without `-dedup.minScrapeInterval` keeps every copy it is sent, which makes
+/// it the receiver that shows a double send.
+#[test]
+fn a_throttled_replay_never_sends_a_sample_twice() {
+    let port = free_port();
+    let data = TempDir::new("vm-dup-data");
+    let dir = TempDir::new("vm-dup-agent");
+    let a = Agent::start(
+        dir.path(),
+        &config_with(
+            dir.path(),
+            &format!("[metrics]\nsnapshot_interval_secs = 1\n\n[sinks.remote_write]\nenabled = true\nurl = \"http://127.0.0.1:{port}/api/v1/write\"\ntimeout_ms = 2000\nbacklog_records_per_sec = 2\n"),
+        ),
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    // The outage's snapshots, read before delivery deletes their segments.
+    let spooled = crate::remote_write::snapshot_times(dir.path());
+    assert!(spooled.len() >= 8, "{} snapshots spooled", spooled.len());
+    let vm = victoria_metrics_on(port, data.path());
+    let url = vm.url();
+    a.wait_event("sink_online", Duration::from_secs(30), |e| {
+        e["sink"] == "remote_write"
+    });
+    wait_for("backlog delivered", Duration::from_secs(60), || {
+        (a.metric(
+            "copilot_edge_spool_oldest_record_age_seconds",
+            &["sink=\"remote_write\""],
+        )
+        .unwrap_or(1e9)
+            < 2.5)
+            .then_some(())
+    });
+    // A few more live snapshots after the catch-up.
+    std::thread::sleep(Duration::from_secs(3));
+    let sel = "copilot_edge_build_info{gateway_id=\"gw-test\"}";
+    let got = wait_for("every snapshot stored", Duration::from_secs(20), || {
+        let ts = exported_timestamps(&url, sel);
+        spooled
+            .iter()
+            .all(|t| ts.binary_search(t).is_ok())
+            .then_some(ts)
+    });
+    let mut dups: Vec<i64> = got
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    dups.dedup();
+    assert!(
+        dups.is_empty(),
+        "{} snapshots stored twice of {}: {dups:?}",
+        dups.len(),
+        spooled.len()
+    );
+    assert!(
+        got.len() > spooled.len() + 10,
+        "live snapshots during the replay are missing: {} stored",
+        got.len()
+    );
+}
