@@ -338,10 +338,12 @@ async fn run_reloads(cfg: Arc<Config>, state: Arc<AppState>, stop: CancellationT
         .await;
         match built {
             Ok(Ok(engine)) => {
-                log_engine(&engine, &cfg, "knowledge_base_reloaded");
+                // Swapped and counted before the event says so: whoever reads the log line (a
+                // test, an operator) then finds the new set answering and the counter moved.
                 state.engine.replace(engine);
-                crate::memtrim::release_freed_memory();
                 state.metrics.kb_reloads.with_label_values(&["ok"]).inc();
+                log_engine(&state.engine.get(), &cfg, "knowledge_base_reloaded");
+                crate::memtrim::release_freed_memory();
                 info!(ms = t0.elapsed().as_millis() as u64, "reload_done");
             }
             Ok(Err(problems)) => {
