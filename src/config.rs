@@ -463,6 +463,8 @@ pub struct RawSparkplug {
     /// Primary host application id: when set, nothing is published while its STATE is not
     /// online (store and forward); empty = no primary host.
     pub primary_host_id: String,
+    /// MQTT QoS of NBIRTH/NDATA: 0 (the specification) or 1 (opt-in, acknowledged per message).
+    pub data_qos: u8,
 }
 
 impl Default for RawMqtt {
@@ -704,6 +706,8 @@ pub struct SparkplugConfig {
     pub group_id: String,
     pub edge_node_id: String,
     pub primary_host_id: Option<String>,
+    /// NBIRTH/NDATA at QoS 1 instead of the specification's QoS 0.
+    pub data_qos1: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -1461,7 +1465,11 @@ impl RawConfig {
                 edge_node_id: or(&sp.edge_node_id, &id.gateway_id),
                 primary_host_id: (!sp.primary_host_id.is_empty())
                     .then(|| sp.primary_host_id.clone()),
+                data_qos1: sp.data_qos == 1,
             });
+            if sp.data_qos > 1 {
+                c.fail("sinks.mqtt.sparkplug.data_qos", "must be 0 or 1");
+            }
             let password = c.secret(
                 "sinks.mqtt.password",
                 &mq.password,

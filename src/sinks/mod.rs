@@ -125,6 +125,10 @@ impl SinkHealth {
     ) -> Self {
         metrics.sink.up.with_label_values(&[sink]).set(0);
         metrics.sink.auth_failed.with_label_values(&[sink]).set(0);
+        // Counters exist from 0 (Prometheus' advice for known label values; a Sparkplug birth
+        // then lists them and the first delivery needs no rebirth).
+        metrics.sink.sent.with_label_values(&[sink]);
+        metrics.sink.rejected.with_label_values(&[sink]);
         SinkHealth {
             sink,
             metrics,

@@ -1,4 +1,5 @@
-//! MQTT sink (rumqttc): every spooled record, in sequence order, QoS 1.
+//! MQTT sink (rumqttc): every spooled record, in sequence order, QoS 1 (Sparkplug data: QoS 0),
+//! Clean Session.
 //!
 //! Topics: `<prefix>/<site_plant_id>/<gateway_id>/metrics` (Prometheus text with sample
 //! timestamps, or JSON), `.../logs` (JSON) and `.../status` (retained: `online` as a birth
@@ -15,12 +16,13 @@
 //! With `format = "sparkplug_b"` the metrics records go out as Sparkplug B (see
 //! [`super::sparkplug`]): NBIRTH after the connect (and after the primary host's STATE says online,
 //! when one is configured), NDATA per record, NDEATH as the will with the `bdSeq` of the birth
-//! (counted per connect, kept in `<spool>/sinks/mqtt.bdseq` across restarts) and before a clean
-//! disconnect; an NCMD `Node Control/Rebirth` is answered with a new NBIRTH; a STATE `online:
-//! false` of the primary host makes the node publish NDEATH and disconnect, and the records wait
-//! in the spool until the host is back (store and forward). Log records stay JSON on the logs
-//! topic. Deviation from the specification: NBIRTH and NDATA go out at QoS 1 (the spec asks for
-//! QoS 0), because the spool cursor only moves on the broker's PUBACK.
+//! (+1 per CONNECT the broker accepted, kept in `<spool>/sinks/mqtt.bdseq` across restarts) and
+//! before a clean disconnect; an NCMD `Node Control/Rebirth` is answered with a new NBIRTH; a
+//! STATE `online: false` of the primary host makes the node publish NDEATH and disconnect, and
+//! the records wait in the spool until the host is back (store and forward). Log records stay
+//! JSON on the logs topic. NBIRTH and NDATA go out at QoS 0 as the specification asks (QoS 1 with
+//! `data_qos = 1`); a QoS 0 record is acknowledged to the spool when the broker answers a barrier
+//! UNSUBSCRIBE sent after it (see [`InFlight`]).
 //!
 //! With `compression = "gzip"` (prometheus and json formats) each metrics and logs payload is
 //! one gzip member; the status topic stays plain text.
@@ -79,11 +81,91 @@ impl Topics {
 struct Sent {
     queued: bool,
     births: usize,
+    /// The QoS the record went out with.
+    qos: QoS,
 }
 
 enum End {
     Shutdown,
     Lost(SinkError, bool),
+}
+
+/// What the broker has been sent on this connection and has not yet confirmed, in request order.
+/// A QoS 1 message is confirmed by its PUBACK. A QoS 0 one (Sparkplug's NBIRTH/NDATA) by the
+/// UNSUBACK of a barrier: an UNSUBSCRIBE of a filter the node never subscribed, queued after it.
+/// A broker handles one connection's packets in order (MQTT 3.1.1 §4.6), so its answer to the
+/// later packet means it has received the earlier ones; the spool cursor waits for that answer.
+#[derive(Default)]
+struct InFlight {
+    /// Tags of queued publishes not yet written, in request order (`None`: not a record).
+    fifo: VecDeque<Option<u64>>,
+    by_pkid: HashMap<u16, Option<u64>>,
+    /// Records queued and not yet confirmed.
+    outstanding: BTreeSet<u64>,
+    /// QoS 0 records written since the last barrier was written.
+    written: Vec<u64>,
+    /// Barriers requested and not yet written.
+    barriers_queued: usize,
+    /// Written barriers by packet id, with the records each confirms.
+    barriers: HashMap<u16, Vec<u64>>,
+    /// A QoS 0 record was queued after the last barrier request.
+    barrier_due: bool,
+    /// Messages that are not records (births, live copies, the farewell) not yet confirmed.
+    extra: usize,
+}
+
+impl InFlight {
+    fn queue_record(&mut self, seq: u64, qos: QoS) {
+        self.fifo.push_back(Some(seq));
+        self.outstanding.insert(seq);
+        self.barrier_due |= qos == QoS::AtMostOnce;
+    }
+
+    fn queue_extra(&mut self, n: usize) {
+        self.fifo.extend(std::iter::repeat_n(None, n));
+        self.extra += n;
+    }
+
+    /// `Outgoing::Publish(pkid)`: the message is on the wire (`pkid` 0: QoS 0).
+    fn written(&mut self, pkid: u16) {
+        let Some(tag) = self.fifo.pop_front() else {
+            return;
+        };
+        match (pkid, tag) {
+            (0, Some(seq)) => self.written.push(seq),
+            (0, None) => self.extra = self.extra.saturating_sub(1),
+            (_, tag) => {
+                self.by_pkid.insert(pkid, tag);
+            }
+        }
+    }
+
+    /// `Outgoing::Unsubscribe(pkid)`: a barrier is on the wire after everything written so far.
+    fn barrier_written(&mut self, pkid: u16) {
+        if self.barriers_queued > 0 {
+            self.barriers_queued -= 1;
+            self.barriers
+                .insert(pkid, std::mem::take(&mut self.written));
+        }
+    }
+
+    /// A PUBACK: the number of records it confirms (0 or 1).
+    fn puback(&mut self, pkid: u16) -> u64 {
+        match self.by_pkid.remove(&pkid) {
+            Some(Some(seq)) => u64::from(self.outstanding.remove(&seq)),
+            Some(None) => {
+                self.extra = self.extra.saturating_sub(1);
+                0
+            }
+            None => 0,
+        }
+    }
+
+    /// An UNSUBACK: the number of records its barrier confirms.
+    fn unsuback(&mut self, pkid: u16) -> u64 {
+        let seqs = self.barriers.remove(&pkid).unwrap_or_default();
+        seqs.iter().filter(|s| self.outstanding.remove(s)).count() as u64
+    }
 }
 
 /// The MQTT sink.
@@ -95,6 +177,8 @@ pub struct MqttSink {
     site: String,
     topics: Topics,
     live_after_ms: i64,
+    /// The topic filter of the QoS 0 delivery barrier (never subscribed, never published to).
+    barrier_topic: String,
 }
 
 struct Bucket {
@@ -142,6 +226,7 @@ impl MqttSink {
             metrics,
             gateway_id: gateway_id.to_string(),
             site: site.to_string(),
+            barrier_topic: format!("{}/delivery-barrier", topics.status),
             topics,
             live_after_ms: (2 * snapshot_interval.as_millis()).max(2000) as i64,
         }
@@ -176,7 +261,10 @@ impl MqttSink {
     fn options(&self, will: LastWill) -> MqttOptions {
         let mut o = MqttOptions::new(&self.cfg.client_id, &self.cfg.host, self.cfg.port);
         o.set_keep_alive(self.cfg.keep_alive)
-            .set_clean_session(false)
+            // Sparkplug 3.0 with MQTT 3.1.1: Clean Session true, so the broker queues no NCMD
+            // for an offline node (a stale rebirth request replayed at the next connect). The
+            // spool, not the broker's session, keeps what is not delivered.
+            .set_clean_session(true)
             .set_max_packet_size(self.cfg.max_packet_bytes, self.cfg.max_packet_bytes)
             .set_inflight(self.cfg.max_inflight)
             .set_last_will(will);
@@ -215,18 +303,37 @@ impl MqttSink {
         }
     }
 
-    /// The `bdSeq` of the next connect: counted per connect and kept across restarts, so the
-    /// will of an earlier process never matches the birth of a later one.
+    fn bd_seq_path(&self) -> std::path::PathBuf {
+        self.spool.dir().join("sinks").join("mqtt.bdseq")
+    }
+
+    /// The `bdSeq` of the next CONNECT: the value after the last CONNECT the broker accepted,
+    /// kept across restarts, so the will of an earlier process never matches the birth of a
+    /// later one, and an attempt the broker never answered does not move it (Sparkplug 3.0:
+    /// +1 per CONNECT).
     fn next_bd_seq(&self) -> u8 {
-        let path = self.spool.dir().join("sinks").join("mqtt.bdseq");
-        let bd: u8 = std::fs::read_to_string(&path)
+        std::fs::read_to_string(self.bd_seq_path())
             .ok()
             .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
+            .unwrap_or(0)
+    }
+
+    /// The broker accepted the CONNECT carrying `bd`: the next one carries `bd + 1`.
+    fn bd_seq_used(&self, bd: u8) {
+        let path = self.bd_seq_path();
         // Best effort: a full disk repeats a bdSeq, which a host reads as one more rebirth.
         let _ = std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))
-            .and_then(|_| std::fs::write(&path, bd.wrapping_add(1).to_string()));
-        bd
+            .and_then(|_| {
+                crate::fsutil::write_atomic(&path, bd.wrapping_add(1).to_string().as_bytes(), 0o600)
+            });
+    }
+
+    /// MQTT QoS of Sparkplug NBIRTH/NDATA: 0 as the specification asks, 1 when configured.
+    fn data_qos(&self) -> QoS {
+        match &self.cfg.sparkplug {
+            Some(c) if !c.data_qos1 => QoS::AtMostOnce,
+            _ => QoS::AtLeastOnce,
+        }
     }
 
     /// The newest metrics snapshot in the spool: (seq, ts_ms, text).
@@ -245,12 +352,16 @@ impl MqttSink {
     /// Queues an NBIRTH; false when the request queue is full.
     fn birth(&self, client: &AsyncClient, node: &mut Node, topics: &sparkplug::Topics) -> bool {
         let latest = self.latest_snapshot();
+        // The registry as it is now, so the birth lists every series the next snapshots carry
+        // (the first birth after a start, before any snapshot, included).
+        let current = self.metrics.render();
         let payload = node.birth(
             latest.as_ref().map(|(s, t, x)| (*s, *t, x.as_str())),
+            &String::from_utf8_lossy(&current),
             now_ms(),
         );
         let ok = client
-            .try_publish(&topics.nbirth, QoS::AtLeastOnce, false, payload)
+            .try_publish(&topics.nbirth, self.data_qos(), false, payload)
             .is_ok();
         if ok {
             tracing::info!(sink = NAME, topic = %topics.nbirth, metrics = node.series(), "sparkplug_birth");
@@ -291,7 +402,12 @@ impl MqttSink {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
                 ev = el.poll() => match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(n) = &node {
+                            self.bd_seq_used(n.bd_seq());
+                        }
+                        break;
+                    }
                     Ok(_) => {}
                     // CONNACK 4/5: the broker refuses the credentials, not the data; the
                     // backlog stays and the connect is retried with backoff.
@@ -314,13 +430,10 @@ impl MqttSink {
 
         // Packet ids are assigned in request order; `None` marks publishes that do not move the
         // cursor (birth message, live copies).
-        let mut fifo: VecDeque<Option<u64>> = VecDeque::new();
-        let mut by_pkid: HashMap<u16, Option<u64>> = HashMap::new();
-        let mut outstanding: BTreeSet<u64> = BTreeSet::new();
+        let mut fl = InFlight::default();
         let mut acked = self.spool.acked(NAME);
         let mut sent_upto = acked;
         let mut live_upto = 0u64;
-        let mut extra_inflight = 0usize;
         let mut bucket = Bucket {
             rate: self.cfg.backlog_records_per_sec as f64,
             tokens: self.cfg.backlog_records_per_sec as f64,
@@ -345,8 +458,7 @@ impl MqttSink {
             )
             .is_ok()
         {
-            fifo.push_back(None);
-            extra_inflight += 1;
+            fl.queue_extra(1);
         }
         let max_inflight = self.cfg.max_inflight as usize;
         loop {
@@ -355,14 +467,13 @@ impl MqttSink {
                     if !self.birth(&client, n, t) {
                         return lost("request queue full".into(), true);
                     }
-                    fifo.push_back(None);
-                    extra_inflight += 1;
+                    fl.queue_extra(1);
                     (born, rebirth) = (true, false);
                 }
             }
             // Fill the window (Sparkplug: only after the birth).
             let mut throttled: Option<Duration> = None;
-            let room = max_inflight.saturating_sub(outstanding.len() + extra_inflight);
+            let room = max_inflight.saturating_sub(fl.outstanding.len() + fl.extra);
             if room > 0 && (node.is_none() || born) {
                 let recs = match self.spool.read(sent_upto, room, 16 * 1024 * 1024) {
                     Ok(r) => r,
@@ -379,18 +490,16 @@ impl MqttSink {
                     }
                     let sent =
                         self.publish_record(&client, &mut node, &sp_topics, &r, historical, true);
-                    fifo.extend(std::iter::repeat_n(None, sent.births));
-                    extra_inflight += sent.births;
+                    fl.queue_extra(sent.births);
                     if !sent.queued {
                         break;
                     }
-                    fifo.push_back(Some(r.seq));
-                    outstanding.insert(r.seq);
+                    fl.queue_record(r.seq, sent.qos);
                     sent_upto = r.seq;
                 }
             }
             // Live first: while the backlog is throttled, the newest snapshot goes out now too.
-            if throttled.is_some() && extra_inflight < 4 {
+            if throttled.is_some() && fl.extra < 4 {
                 if let Some(latest) = self
                     .spool
                     .last_seq_of(Kind::Metrics)
@@ -400,15 +509,17 @@ impl MqttSink {
                         if let Some(r) = v.pop().filter(|r| r.seq == latest) {
                             let sent = self
                                 .publish_record(&client, &mut node, &sp_topics, &r, false, false);
-                            let extra = sent.births + usize::from(sent.queued);
-                            fifo.extend(std::iter::repeat_n(None, extra));
-                            extra_inflight += extra;
+                            fl.queue_extra(sent.births + usize::from(sent.queued));
                             if sent.queued {
                                 live_upto = latest;
                             }
                         }
                     }
                 }
+            }
+            if fl.barrier_due && client.try_unsubscribe(&self.barrier_topic).is_ok() {
+                fl.barriers_queued += 1;
+                fl.barrier_due = false;
             }
             let idle = throttled
                 .unwrap_or(Duration::from_millis(250))
@@ -417,26 +528,25 @@ impl MqttSink {
                 biased;
                 _ = shutdown.cancelled() => {
                     let bye = self.farewell(&node, &sp_topics, "shutdown");
-                    self.drain(&client, &mut el, bye, &mut fifo, &mut by_pkid, &mut outstanding, &mut acked, sent_upto).await;
+                    self.drain(&client, &mut el, bye, &mut fl, &mut acked, sent_upto).await;
                     return End::Shutdown;
                 }
                 ev = el.poll() => match ev {
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        if let Some(tag) = fifo.pop_front() {
-                            by_pkid.insert(pkid, tag);
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => match by_pkid.remove(&ack.pkid) {
-                        Some(Some(seq)) => {
-                            outstanding.remove(&seq);
-                            m.sent.with_label_values(&[NAME]).inc();
-                            if let Err(source) = self.advance(&outstanding, sent_upto, &mut acked) {
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => fl.written(pkid),
+                    Ok(Event::Outgoing(Outgoing::Unsubscribe(pkid))) => fl.barrier_written(pkid),
+                    Ok(Event::Incoming(ack @ (Packet::PubAck(_) | Packet::UnsubAck(_)))) => {
+                        let n = match ack {
+                            Packet::PubAck(a) => fl.puback(a.pkid),
+                            Packet::UnsubAck(a) => fl.unsuback(a.pkid),
+                            _ => 0,
+                        };
+                        if n > 0 {
+                            m.sent.with_label_values(&[NAME]).inc_by(n);
+                            if let Err(source) = self.advance(&fl.outstanding, sent_upto, &mut acked) {
                                 return End::Lost(SinkError::Spool { sink: NAME, source }, true);
                             }
                         }
-                        Some(None) => extra_inflight = extra_inflight.saturating_sub(1),
-                        None => {}
-                    },
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => if let Some(t) = &sp_topics {
                         if p.topic == t.ncmd {
                             if sparkplug::wants_rebirth(&p.payload) {
@@ -461,7 +571,7 @@ impl MqttSink {
                                         // Store and forward: death, disconnect, keep the records.
                                         tracing::warn!(sink = NAME, topic = %p.topic, "sparkplug_primary_host_offline");
                                         let bye = self.farewell(&node, &sp_topics, "primary_host_offline");
-                                        self.drain(&client, &mut el, bye, &mut fifo, &mut by_pkid, &mut outstanding, &mut acked, sent_upto).await;
+                                        self.drain(&client, &mut el, bye, &mut fl, &mut acked, sent_upto).await;
                                         return lost(format!("primary host offline ({})", p.topic), true);
                                     }
                                 }
@@ -498,24 +608,32 @@ impl MqttSink {
                     return Sent {
                         queued: false,
                         births,
+                        qos: QoS::AtLeastOnce,
                     };
                 }
                 births = 1;
             }
             let payload = n.data(r.seq, r.ts_ms, &text, historical, in_order, now_ms());
-            let queued = client
-                .try_publish(&t.ndata, QoS::AtLeastOnce, false, payload)
-                .is_ok();
+            let qos = self.data_qos();
+            let queued = client.try_publish(&t.ndata, qos, false, payload).is_ok();
             if queued {
                 n.commit();
             }
-            return Sent { queued, births };
+            return Sent {
+                queued,
+                births,
+                qos,
+            };
         }
         let (topic, payload) = self.encode(r);
         let queued = client
             .try_publish(topic, QoS::AtLeastOnce, false, payload)
             .is_ok();
-        Sent { queued, births: 0 }
+        Sent {
+            queued,
+            births: 0,
+            qos: QoS::AtLeastOnce,
+        }
     }
 
     /// The last message before a clean disconnect: NDEATH (Sparkplug) or the retained `offline`.
@@ -558,43 +676,49 @@ impl MqttSink {
         Ok(())
     }
 
-    /// On shutdown: collect outstanding PUBACKs for a bounded time, publish the farewell (the
-    /// gateway offline, or NDEATH), disconnect. What is not acknowledged stays in the spool for
+    /// On shutdown: collect outstanding confirmations for a bounded time, publish the farewell
+    /// (the gateway offline, or NDEATH), disconnect. What is not confirmed stays in the spool for
     /// the next start.
-    #[allow(clippy::too_many_arguments)]
     async fn drain(
         &self,
         client: &AsyncClient,
         el: &mut rumqttc::EventLoop,
         (topic, payload, retain): (String, Vec<u8>, bool),
-        fifo: &mut VecDeque<Option<u64>>,
-        by_pkid: &mut HashMap<u16, Option<u64>>,
-        outstanding: &mut BTreeSet<u64>,
+        fl: &mut InFlight,
         acked: &mut u64,
         sent_upto: u64,
     ) {
-        let _ = client.try_publish(topic, QoS::AtLeastOnce, retain, payload);
-        fifo.push_back(None);
+        if (fl.barrier_due || !fl.written.is_empty())
+            && client.try_unsubscribe(&self.barrier_topic).is_ok()
+        {
+            fl.barriers_queued += 1;
+            fl.barrier_due = false;
+        }
+        if client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+            .is_ok()
+        {
+            fl.queue_extra(1);
+        }
         let deadline = Instant::now() + Duration::from_secs(2);
-        let mut offline_acked = false;
-        while (!outstanding.is_empty() || !offline_acked) && Instant::now() < deadline {
-            match tokio::time::timeout_at(deadline, el.poll()).await {
+        while (!fl.outstanding.is_empty() || fl.extra > 0) && Instant::now() < deadline {
+            let n = match tokio::time::timeout_at(deadline, el.poll()).await {
                 Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
-                    if let Some(tag) = fifo.pop_front() {
-                        by_pkid.insert(pkid, tag);
-                    }
+                    fl.written(pkid);
+                    0
                 }
-                Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => match by_pkid.remove(&ack.pkid) {
-                    Some(Some(seq)) => {
-                        outstanding.remove(&seq);
-                        self.metrics.sink.sent.with_label_values(&[NAME]).inc();
-                        let _ = self.advance(outstanding, sent_upto, acked);
-                    }
-                    Some(None) => offline_acked = fifo.is_empty() || offline_acked,
-                    None => {}
-                },
-                Ok(Ok(_)) => {}
+                Ok(Ok(Event::Outgoing(Outgoing::Unsubscribe(pkid)))) => {
+                    fl.barrier_written(pkid);
+                    0
+                }
+                Ok(Ok(Event::Incoming(Packet::PubAck(a)))) => fl.puback(a.pkid),
+                Ok(Ok(Event::Incoming(Packet::UnsubAck(a)))) => fl.unsuback(a.pkid),
+                Ok(Ok(_)) => 0,
                 Ok(Err(_)) | Err(_) => break,
+            };
+            if n > 0 {
+                self.metrics.sink.sent.with_label_values(&[NAME]).inc_by(n);
+                let _ = self.advance(&fl.outstanding, sent_upto, acked);
             }
         }
         let _ = client.try_disconnect();
@@ -609,7 +733,7 @@ impl MqttSink {
         tracing::info!(
             sink = NAME,
             acked = *acked,
-            pending = outstanding.len(),
+            pending = fl.outstanding.len(),
             "sink_stopped"
         );
     }

@@ -355,7 +355,7 @@ fn sparkplug_rows(b: &mut Bench, text: &[u8], render: Duration, what: &str) {
     let text = String::from_utf8_lossy(text).into_owned();
     let now = now_ms();
     let mut node = sparkplug::Node::new(0);
-    let birth = node.birth(Some((1, now, &text)), now);
+    let birth = node.birth(Some((1, now, &text)), "", now);
     let full = node.data(2, now, &text, false, false, now).len();
     let st = b.run(
         &format!("sparkplug: NDATA, {what}, every value"),

@@ -989,7 +989,7 @@ fn main() {
     // Sparkplug B NDATA by exception (only the series that changed), for the same gateway.
     let mut node = copilot_edge::sinks::sparkplug::Node::new(0);
     let first = String::from_utf8_lossy(&text).into_owned();
-    node.birth(Some((1, now_ms(), &first)), now_ms());
+    node.birth(Some((1, now_ms(), &first)), "", now_ms());
     node.data(1, now_ms(), &first, false, true, now_ms());
     node.commit();
     g.traffic();

@@ -14,7 +14,7 @@ use std::time::Duration;
 use copilot_edge::spool::segment::{self, Kind};
 use serde_json::Value;
 
-use crate::common::services::mosquitto_on;
+use crate::common::services::{mosquitto_on, Service};
 use crate::common::*;
 
 const NODE: &str = "gw-test";
@@ -119,6 +119,14 @@ fn of_type<'a>(msgs: &'a [Value], t: &str) -> Vec<&'a Value> {
 
 fn metric<'a>(m: &'a Value, name: &str) -> Option<&'a Value> {
     m["metrics"].as_array()?.iter().find(|x| x["name"] == name)
+}
+
+/// The first metric whose name starts with `prefix`.
+fn metric_starting<'a>(m: &'a Value, prefix: &str) -> Option<&'a Value> {
+    m["metrics"]
+        .as_array()?
+        .iter()
+        .find(|x| x["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
 }
 
 fn record_seq(m: &Value) -> u64 {
@@ -261,14 +269,21 @@ fn config(dir: &Path, port: u16) -> String {
     )
 }
 
+/// A broker on a free port, the primary host on it and an agent publishing Sparkplug B to it:
+/// (port, broker data dir, broker, host, agent dir, agent).
+fn rig(tag: &str) -> (u16, TempDir, Service, Host, TempDir, Agent) {
+    let port = free_port();
+    let data = TempDir::new(&format!("{tag}-broker"));
+    let broker = mosquitto_on(port, data.path());
+    let host = Host::start(port);
+    let dir = TempDir::new(tag);
+    let a = Agent::start(dir.path(), &config(dir.path(), port));
+    (port, data, broker, host, dir, a)
+}
+
 #[test]
 fn sparkplug_primary_host_sees_births_data_deaths_and_the_backlog() {
-    let port = free_port();
-    let data = TempDir::new("sp-broker");
-    let mut broker = mosquitto_on(port, data.path());
-    let mut host = Host::start(port);
-    let dir = TempDir::new("sparkplug");
-    let a = Agent::start(dir.path(), &config(dir.path(), port));
+    let (port, data, mut broker, mut host, dir, a) = rig("sparkplug");
 
     // Birth, then data; a labelled series carries its labels, type and unit as properties.
     let (_, birth) = host.wait_for("NBIRTH", 0, |m| m["type"] == "NBIRTH");
@@ -285,17 +300,11 @@ fn sparkplug_primary_host_sees_births_data_deaths_and_the_backlog() {
                     .starts_with("http_request_duration_seconds_bucket{handler=\"/v1/diagnose\"")
             })
     });
-    let bucket = b["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| {
-            x["name"]
-                .as_str()
-                .unwrap()
-                .starts_with("http_request_duration_seconds_bucket{handler=\"/v1/diagnose\"")
-        })
-        .unwrap();
+    let bucket = metric_starting(
+        &b,
+        "http_request_duration_seconds_bucket{handler=\"/v1/diagnose\"",
+    )
+    .unwrap();
     assert_eq!(bucket["datatype"], 8, "histogram buckets are UInt64");
     assert_eq!(bucket["properties"]["prometheus_type"], "histogram");
     assert_eq!(bucket["properties"]["engUnit"], "s");
@@ -494,4 +503,119 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// One assertion of the Sparkplug 3.0 TCK per check (the `tck-id-…` in each message), against
+/// the real Mosquitto and the pysparkplug host.
+#[test]
+fn sparkplug_3_0_conformance() {
+    let (port, data, mut broker, mut host, dir, a) = rig("sp-tck");
+
+    let (i_birth, birth) = host.wait_for("NBIRTH", 0, |m| m["type"] == "NBIRTH");
+    let rebirth = metric(&birth, "Node Control/Rebirth").unwrap();
+    assert!(
+        rebirth["alias"].is_null(),
+        "tck-id-operational-behavior-data-commands-rebirth-name-aliases: {rebirth}"
+    );
+    assert_eq!(birth["qos"], 0, "tck-id-topics-nbirth-qos");
+    assert_eq!(birth["retain"], false, "tck-id-topics-nbirth-retain");
+    // The first birth carries the full metric set with values, not only bdSeq and Rebirth.
+    let n = birth["metrics"].as_array().unwrap().len();
+    assert!(n >= 30, "the first NBIRTH lists {n} metrics");
+    let info =
+        metric_starting(&birth, "copilot_edge_build_info").expect("build_info in the first birth");
+    assert_eq!(info["value"].as_f64(), Some(1.0), "{info}");
+    // No traffic: no rebirth follows on its own.
+    let (_, d) = host.wait_for("NDATA", i_birth, |m| m["type"] == "NDATA");
+    assert_eq!(d["qos"], 0, "tck-id-topics-ndata-qos");
+    assert_eq!(d["retain"], false, "tck-id-topics-ndata-retain");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_one_birth(&host.all()[i_birth..], "a quiet start");
+    let bd0 = bd_seq(&birth);
+
+    // A broker outage long enough for several connect attempts the broker never answers: the
+    // next birth's bdSeq is one more, not one more per attempt.
+    let from = host.len();
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(8));
+    let mut broker = mosquitto_on(port, data.path());
+    let (_, b1) = host.wait_for("the birth after the outage", from, |m| {
+        m["type"] == "NBIRTH"
+    });
+    assert_eq!(
+        bd_seq(&b1),
+        (bd0 + 1) % 256,
+        "tck-id-topics-nbirth-bdseq-increment (+1 per CONNECT the broker accepted)"
+    );
+
+    // Clean Session: an NCMD sent while the node is offline is not queued for it by the broker.
+    let from = host.len();
+    a.kill();
+    host.wait_for("NDEATH (the will)", from, |m| m["type"] == "NDEATH");
+    host.send("rebirth");
+    host.wait_for("the command sent", from, |m| m["type"] == "COMMAND_SENT");
+    let a = Agent::start(dir.path(), &config(dir.path(), port));
+    let (_, b2) = host.wait_for("the birth after the restart", from, |m| {
+        m["type"] == "NBIRTH"
+    });
+    assert_eq!(bd_seq(&b2), (bd0 + 2) % 256);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        a.events()
+            .iter()
+            .all(|e| e["event"] != "sparkplug_rebirth_requested"),
+        "tck-id-principles-persistence-clean-session-311: a stale NCMD reached the node"
+    );
+    // (A second birth may follow here for another reason: a record of the killed process still
+    // in the spool can carry a series the new process has not created yet.)
+
+    // Records at QoS 0 are still confirmed before the spool lets them go: traffic through a
+    // broker restart arrives whole.
+    let t = Traffic::start(a.addr, "sp-tck");
+    std::thread::sleep(Duration::from_secs(2));
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    t.stop();
+    let backlog = spooled(dir.path());
+    let newest = *backlog.keys().last().unwrap();
+    let from = host.len();
+    let _broker = mosquitto_on(port, data.path());
+    host.wait_for("the backlog's newest record", from, |m| {
+        m["type"] == "NDATA" && record_seq(m) >= newest
+    });
+    let msgs = host.all();
+    let seen = assert_values_match_spool(&msgs, &backlog);
+    for seq in backlog.keys() {
+        assert!(
+            seen.contains_key(seq),
+            "record {seq} never reached the host"
+        );
+    }
+    assert_sequence_rules(&msgs);
+    drop(a);
+}
+
+/// Exactly one NBIRTH in `msgs`; otherwise names the series the later births added.
+fn assert_one_birth(msgs: &[Value], after: &str) {
+    let births = of_type(msgs, "NBIRTH");
+    let names = |b: &Value| -> Vec<String> {
+        b["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let first = names(births[0]);
+    let added: Vec<String> = births
+        .iter()
+        .skip(1)
+        .flat_map(|b| names(b))
+        .filter(|n| !first.contains(n))
+        .collect();
+    assert_eq!(
+        births.len(),
+        1,
+        "NBIRTHs after {after}; series the later ones added: {added:?}"
+    );
 }

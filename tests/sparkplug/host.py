@@ -98,12 +98,13 @@ def main():
         if len(parts) < 4 or parts[0] != "spBv1.0" or parts[1] != a.group:
             return
         kind, node = parts[2], parts[3]
+        mqtt_flags = {"qos": msg.qos, "retain": bool(msg.retain)}
         try:
             if kind == "NBIRTH":
                 b = sp.NBirth.decode(msg.payload)
                 births[node] = b
                 emit({"type": kind, "node": node, "seq": b.seq, "timestamp": b.timestamp,
-                      "metrics": metrics_of(b, msg.payload)})
+                      "metrics": metrics_of(b, msg.payload), **mqtt_flags})
             elif kind == "NDATA":
                 birth = births.get(node)
                 if birth is None:
@@ -112,11 +113,11 @@ def main():
                     return
                 d = sp.NData.decode(msg.payload, birth=birth)
                 emit({"type": kind, "node": node, "seq": d.seq, "timestamp": d.timestamp,
-                      "metrics": metrics_of(d, msg.payload)})
+                      "metrics": metrics_of(d, msg.payload), **mqtt_flags})
             elif kind == "NDEATH":
                 d = sp.NDeath.decode(msg.payload)
                 emit({"type": kind, "node": node, "bdSeq": d.bd_seq_metric.value,
-                      "bdSeq_name": d.bd_seq_metric.name})
+                      "bdSeq_name": d.bd_seq_metric.name, **mqtt_flags})
             elif kind == "NCMD":
                 return
             else:

@@ -143,9 +143,8 @@ pub const BD_SEQ: &str = "bdSeq";
 pub const REBIRTH: &str = "Node Control/Rebirth";
 /// The spool sequence number of the snapshot a message carries.
 pub const RECORD_SEQ: &str = "copilot_edge_record_seq";
-const REBIRTH_ALIAS: u64 = 1;
 const RECORD_SEQ_ALIAS: u64 = 2;
-/// Aliases of series start here (0 is left unused, 1 and 2 are taken above).
+/// Aliases of series start here (0 and 1 are left unused; `Node Control/Rebirth` has none).
 const FIRST_SERIES_ALIAS: u64 = 16;
 
 /// The topics of one edge node.
@@ -327,27 +326,42 @@ impl Node {
         }
     }
 
+    /// The `bdSeq` of this session (its will and births).
+    pub fn bd_seq(&self) -> u8 {
+        self.bd_seq
+    }
+
     /// NBIRTH: every known metric with its value in `latest` (the newest snapshot, `None` before
-    /// the first), `seq` 0. Registers `latest`'s series first and forgets the NDATA baseline.
-    pub fn birth(&mut self, latest: Option<(u64, i64, &str)>, now_ms: i64) -> Vec<u8> {
+    /// the first), `seq` 0. Registers the series of `latest` and of `current` (the registry as it
+    /// is now) first, so no snapshot soon after needs another birth; without a snapshot the
+    /// values are `current`'s. Forgets the NDATA baseline.
+    pub fn birth(
+        &mut self,
+        latest: Option<(u64, i64, &str)>,
+        current: &str,
+        now_ms: i64,
+    ) -> Vec<u8> {
         let now = now_ms.max(0) as u64;
-        let mut values: Vec<Option<f64>> = vec![None; self.defs.len()];
-        let mut ts = now;
-        if let Some((_, t, text)) = latest {
+        if let Some((_, _, text)) = latest {
             self.register(text);
-            values.resize(self.defs.len(), None);
-            ts = t.max(0) as u64;
-            for (series, v) in text.lines().filter_map(sample) {
-                if let Some(&i) = self.index.get(series) {
-                    values[i as usize] = Some(v);
-                }
+        }
+        self.register(current);
+        let mut values: Vec<Option<f64>> = vec![None; self.defs.len()];
+        let (ts, text) = match latest {
+            Some((_, t, text)) => (t.max(0) as u64, text),
+            None => (now, current),
+        };
+        for (series, v) in text.lines().filter_map(sample) {
+            if let Some(&i) = self.index.get(series) {
+                values[i as usize] = Some(v);
             }
         }
         let mut metrics = Vec::with_capacity(self.defs.len() + 3);
         metrics.push(self.bd_seq_metric(now));
         metrics.push(Metric {
+            // No alias: a host sends the command by name (Sparkplug 3.0,
+            // tck-id-operational-behavior-data-commands-rebirth-name-aliases).
             name: Some(REBIRTH.into()),
-            alias: Some(REBIRTH_ALIAS),
             timestamp: Some(now),
             datatype: Some(datatype::BOOLEAN),
             value: Some(Value::BooleanValue(false)),
@@ -484,12 +498,12 @@ fn data_metric(out: &mut Vec<u8>, alias: u64, ts: u64, historical: bool, value: 
     }
 }
 
-/// True when an NCMD payload asks for a rebirth (`Node Control/Rebirth` = true, by name or alias).
+/// True when an NCMD payload asks for a rebirth (`Node Control/Rebirth` = true, by name: births
+/// give it no alias).
 pub fn wants_rebirth(payload: &[u8]) -> bool {
     Payload::decode(payload).is_ok_and(|p| {
         p.metrics.iter().any(|m| {
-            (m.name.as_deref() == Some(REBIRTH) || m.alias == Some(REBIRTH_ALIAS))
-                && m.value == Some(Value::BooleanValue(true))
+            m.name.as_deref() == Some(REBIRTH) && m.value == Some(Value::BooleanValue(true))
         })
     })
 }
@@ -513,12 +527,16 @@ mod tests {
     #[test]
     fn birth_names_types_and_aliases() {
         let mut n = Node::new(7);
-        let b = Payload::decode(&n.birth(Some((41, 1_700_000_000_000, SNAP)), 5)[..]).unwrap();
+        let b = Payload::decode(&n.birth(Some((41, 1_700_000_000_000, SNAP)), "", 5)[..]).unwrap();
         assert_eq!(b.seq, Some(0));
         let names: Vec<&str> = b.metrics.iter().filter_map(|m| m.name.as_deref()).collect();
         assert_eq!(names[..3], [BD_SEQ, REBIRTH, RECORD_SEQ]);
         assert_eq!(b.metrics[0].value, Some(Value::LongValue(7)));
         assert_eq!(b.metrics[2].value, Some(Value::LongValue(41)));
+        assert_eq!(
+            b.metrics[1].alias, None,
+            "Rebirth is never aliased in a birth"
+        );
         let bucket = b
             .metrics
             .iter()
@@ -557,7 +575,7 @@ mod tests {
     #[test]
     fn data_reports_by_exception_and_counts_seq() {
         let mut n = Node::new(0);
-        n.birth(Some((1, 1000, SNAP)), 1000);
+        n.birth(Some((1, 1000, SNAP)), "", 1000);
         let d1 = Payload::decode(&n.data(1, 1000, SNAP, false, true, 1001)[..]).unwrap();
         n.commit();
         assert_eq!(d1.seq, Some(1));
@@ -597,15 +615,47 @@ mod tests {
     #[test]
     fn seq_wraps_and_births_reset_it() {
         let mut n = Node::new(255);
-        n.birth(None, 0);
+        n.birth(None, "", 0);
         for _ in 0..300 {
             n.data(1, 1, "", false, true, 1);
             n.commit();
         }
         assert_eq!(n.seq, (301 % 256) as u8);
-        let b = Payload::decode(&n.birth(None, 0)[..]).unwrap();
+        let b = Payload::decode(&n.birth(None, "", 0)[..]).unwrap();
         assert_eq!(b.seq, Some(0));
         assert_eq!(n.seq, 1);
+    }
+
+    #[test]
+    fn a_birth_before_any_snapshot_carries_the_registry_as_it_is() {
+        let mut n = Node::new(0);
+        let b = Payload::decode(&n.birth(None, SNAP, 77)[..]).unwrap();
+        assert_eq!(b.metrics.len(), 3 + 6);
+        assert!(
+            b.metrics[2].is_null == Some(true),
+            "no record seq without a snapshot"
+        );
+        let up = b
+            .metrics
+            .iter()
+            .find(|m| m.name.as_deref() == Some("up"))
+            .unwrap();
+        assert_eq!(
+            (up.value.clone(), up.timestamp),
+            (Some(Value::DoubleValue(1.0)), Some(77))
+        );
+        // The first snapshot then needs no second birth.
+        assert!(!n.register(SNAP));
+        // With a snapshot, series only the registry has are listed, without a value.
+        let mut n = Node::new(0);
+        let b = Payload::decode(&n.birth(Some((3, 50, SNAP)), &format!("{SNAP}fresh 1\n"), 77)[..])
+            .unwrap();
+        let fresh = b
+            .metrics
+            .iter()
+            .find(|m| m.name.as_deref() == Some("fresh"))
+            .unwrap();
+        assert_eq!(fresh.is_null, Some(true));
     }
 
     #[test]
