@@ -6,11 +6,13 @@
 //! clock, and the difference (local minus receiver, seconds; the round trip makes it exact to a
 //! second or two) is exported as `copilot_edge_clock_skew_seconds`, shown on the status page,
 //! and logged once when it goes beyond [`TOLERANCE_SECS`] (`clock_skew_detected`) and once when
-//! it is back (`clock_skew_resolved`). Nothing here changes timestamps; it makes a wrong clock
-//! visible.
+//! it is back (`clock_skew_resolved`).
+//!
+//! [`RecordClock`] stamps spool records with that knowledge; the rule is documented on it.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Skew beyond which the clock counts as wrong: well above the round trip and the `Date`
 /// header's one-second resolution, well below what breaks a receiver's out-of-order window.
@@ -19,6 +21,39 @@ pub const TOLERANCE_SECS: i64 = 120;
 /// Local minus receiver, in seconds; `i64::MIN` until a receiver has answered.
 static SKEW: AtomicI64 = AtomicI64::new(i64::MIN);
 static SKEWED: AtomicBool = AtomicBool::new(false);
+/// When the skew was measured: (local wall ms, monotonic instant). A step of the wall clock after
+/// it makes the measurement stale.
+static MEASURED: Mutex<Option<(i64, Instant)>> = Mutex::new(None);
+
+/// A wall clock that moved this much more or less than the monotonic clock since the skew was
+/// measured has been stepped, and the measurement no longer holds.
+const STEP_MS: i64 = 5_000;
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The receivers' clock minus ours is known and still holds (no step since it was measured):
+/// local minus receiver, in ms. `None` before any receiver answered or after a step.
+pub fn fresh_skew_ms() -> Option<i64> {
+    let skew = skew_seconds()?;
+    let (wall_at, mono_at) = (*MEASURED.lock().unwrap_or_else(|e| e.into_inner()))?;
+    let drift = (wall_ms() - wall_at) - mono_at.elapsed().as_millis() as i64;
+    (drift.abs() <= STEP_MS).then_some(skew * 1000)
+}
+
+/// A skew was measured, but the wall clock has stepped since: a receiver should be asked again
+/// before anything is sent on the old measurement.
+pub fn skew_is_stale() -> bool {
+    skew_seconds().is_some() && fresh_skew_ms().is_none()
+}
+
+/// The receivers' time now, in ms, when a fresh measurement gives it.
+pub fn receiver_now_ms() -> Option<i64> {
+    fresh_skew_ms().map(|s| wall_ms() - s)
+}
 
 /// The last measured skew (local minus receiver, seconds), once a receiver has answered.
 pub fn skew_seconds() -> Option<i64> {
@@ -39,6 +74,7 @@ pub fn observe_http_date(source: &str, value: &[u8]) {
 
 fn record(source: &str, skew: i64) {
     SKEW.store(skew, Ordering::Relaxed);
+    *MEASURED.lock().unwrap_or_else(|e| e.into_inner()) = Some((wall_ms(), Instant::now()));
     let wrong = skew.abs() > TOLERANCE_SECS;
     if SKEWED.swap(wrong, Ordering::Relaxed) != wrong {
         if wrong {
@@ -51,6 +87,94 @@ fn record(source: &str, skew: i64) {
         } else {
             tracing::info!(skew_seconds = skew, source, "clock_skew_resolved");
         }
+    }
+}
+
+/// Timestamps of spool records, one per process (the spool holds it under its lock).
+///
+/// The rule, for a wall-clock reading `wall`:
+/// 1. With a fresh receiver measurement showing a skew beyond [`TOLERANCE_SECS`], the record is
+///    stamped with the receivers' time (`wall` minus the skew): a gateway booted at 2020 or stepped
+///    a day ahead sends what its receivers can store.
+/// 2. A stamp never goes below the previous one: after a backward step the records carry the
+///    previous stamp plus the monotonic time elapsed since it (so spacing stays true and a counter
+///    never seems to reset), logged once per step as `clock_stepped_back`.
+/// 3. Except when a fresh receiver measurement vouches that the new time is right and the
+///    previous stamps were ahead of it beyond the tolerance (the clock had been stepped into the
+///    future and is now corrected): then the stamps return to the right time once, logged as
+///    `record_clock_reset`, rather than staying in the future.
+///
+/// Every step of the wall clock against the monotonic clock between two records (more than
+/// 5 s either way) is logged as `clock_stepped` with its size.
+pub struct RecordClock {
+    last_ms: i64,
+    last_at: Instant,
+    last_wall: Option<i64>,
+    carrying: bool,
+}
+
+impl Default for RecordClock {
+    fn default() -> Self {
+        RecordClock {
+            last_ms: i64::MIN,
+            last_at: Instant::now(),
+            last_wall: None,
+            carrying: false,
+        }
+    }
+}
+
+impl RecordClock {
+    /// The stamp of a record appended now, when the wall clock reads `wall`.
+    pub fn stamp(&mut self, wall: i64) -> i64 {
+        self.stamp_with(wall, fresh_skew_ms())
+    }
+
+    fn stamp_with(&mut self, wall: i64, fresh_skew: Option<i64>) -> i64 {
+        let tolerance = TOLERANCE_SECS * 1000;
+        if let Some(prev) = self.last_wall {
+            let step = (wall - prev) - self.last_at.elapsed().as_millis() as i64;
+            if step.abs() > STEP_MS {
+                tracing::warn!(step_ms = step, wall_ms = wall, "clock_stepped");
+            }
+        }
+        self.last_wall = Some(wall);
+        let corrected = match fresh_skew {
+            Some(s) if s.abs() > tolerance => wall - s,
+            _ => wall,
+        };
+        let ts = if corrected >= self.last_ms {
+            if self.carrying {
+                self.carrying = false;
+                tracing::info!(ts_ms = corrected, "clock_caught_up");
+            }
+            corrected
+        } else if fresh_skew.is_some() && self.last_ms - corrected > tolerance {
+            tracing::warn!(
+                from_ms = self.last_ms,
+                to_ms = corrected,
+                "record_clock_reset"
+            );
+            self.carrying = false;
+            corrected
+        } else {
+            let carried = self
+                .last_ms
+                .saturating_add(self.last_at.elapsed().as_millis() as i64);
+            if !self.carrying {
+                self.carrying = true;
+                tracing::warn!(
+                    step_ms = corrected - carried,
+                    wall_ms = wall,
+                    ts_ms = carried,
+                    "clock_stepped_back"
+                );
+            }
+            carried
+        };
+        self.last_ms = ts;
+        self.last_at = Instant::now();
+        ts
     }
 }
 
@@ -87,6 +211,35 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_stamps_never_go_back_unless_a_receiver_vouches() {
+        let mut c = RecordClock::default();
+        assert_eq!(c.stamp_with(1_000_000, None), 1_000_000);
+        // A 1 h step back without a receiver: carried forward from the last stamp.
+        let t = c.stamp_with(1_000_000 - 3_600_000, None);
+        assert!((1_000_000..1_000_000 + 1_000).contains(&t), "{t}");
+        let t2 = c.stamp_with(1_000_100 - 3_600_000, None);
+        assert!(t2 >= t);
+        // A receiver says we are an hour behind: corrected time, no going back.
+        let t3 = c.stamp_with(1_000_200 - 3_600_000, Some(-3_600_000));
+        assert_eq!(t3, 1_000_200.max(t2));
+        // Booted at 2020: the receivers' time from the first measurement on.
+        let mut c = RecordClock::default();
+        assert_eq!(
+            c.stamp_with(1_577_836_800_000, Some(-219_000_000_000)),
+            1_577_836_800_000 + 219_000_000_000
+        );
+        // A day ahead, then corrected: stamps come back to the right time once.
+        let mut c = RecordClock::default();
+        let day = 86_400_000;
+        assert_eq!(c.stamp_with(5 * day, None), 5 * day);
+        assert_eq!(c.stamp_with(4 * day + 10, Some(0)), 4 * day + 10);
+        // Small jitter below the last stamp is carried, not reset.
+        let last = c.stamp_with(4 * day + 20, Some(0));
+        let jitter = c.stamp_with(last - 50, Some(0));
+        assert!(jitter >= last);
+    }
 
     #[test]
     fn http_dates_parse_and_malformed_ones_do_not() {

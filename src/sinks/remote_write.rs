@@ -11,9 +11,11 @@
 //!
 //! Delivery: a batch is acknowledged to the spool on a 2xx. 5xx, 429 and network errors are
 //! retried with capped backoff; any other 4xx means the receiver will never take the batch (too
-//! old for its out-of-order window, a duplicate with another value, ...): it is logged, counted in
-//! `copilot_edge_sink_rejected_records_total` and acknowledged, so it cannot block the batches
-//! after it. Log records are not metrics and are acknowledged without sending.
+//! old for its out-of-order window, a duplicate with another value, ...): the batch is sent again
+//! in halves until the refused record is alone, and only that one is logged, counted in
+//! `copilot_edge_sink_rejected_records_total` and acknowledged, so it cannot block the records
+//! after it. Snapshots stamped ahead of the receiver's clock (see [`crate::clock`]) are skipped and
+//! counted the same way. Log records are not metrics and are acknowledged without sending.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +35,9 @@ use crate::spool::{now_ms, Spool};
 
 /// Sink name, the `sink` label value and the spool cursor name.
 pub const NAME: &str = "remote_write";
+
+/// Records read, and at most sent, per request.
+const MAX_RECORDS: usize = 512;
 
 // ------------------------------------------------------------------------------------------
 // Protobuf encoding (hand-written: three small messages do not justify a code generator).
@@ -208,15 +213,24 @@ impl RemoteWriteSink {
         // skips them in their place, so no sample reaches the receiver twice. Kept in memory
         // only: after a restart the replay may resend one or two (at-least-once, as a crash is).
         let mut sent_live: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
+        // Records per request: halved while the receiver refuses a batch, so the records it would
+        // take are not skipped with the one it refuses; doubled back after each delivery.
+        let mut max_records = MAX_RECORDS;
+        let mut future_log = crate::logging::Throttle::new(Duration::from_secs(60));
         loop {
             if shutdown.is_cancelled() {
                 return;
+            }
+            if crate::clock::skew_is_stale() {
+                // The wall clock stepped since the receiver's clock was last seen: ask it again
+                // (an empty request; its answer's Date) before judging timestamps on it.
+                let _ = self.post(&[]).await;
             }
             let acked = self.spool.acked(NAME);
             while sent_live.front().is_some_and(|s| *s <= acked) {
                 sent_live.pop_front();
             }
-            let recs = match self.spool.read(acked, 512, 64 * 1024 * 1024) {
+            let recs = match self.spool.read(acked, MAX_RECORDS, 64 * 1024 * 1024) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(sink = NAME, error = %e, "sink_spool_read_failed");
@@ -240,10 +254,23 @@ impl RemoteWriteSink {
             let mut last_seq = acked;
             let mut samples = 0usize;
             let mut throttled = false;
+            // Never send the future: a snapshot stamped ahead of the receiver's clock beyond the
+            // tolerance was taken under a wrong clock before the skew was known (the spool
+            // stamps with the receiver's time once it is). Sent, it would stand in the store's
+            // way for every gateway until that time; it is skipped and counted instead (a
+            // snapshot's counters are cumulative: the next one carries them).
+            let future_limit =
+                crate::clock::receiver_now_ms().map(|t| t + crate::clock::TOLERANCE_SECS * 1000);
+            let mut future = 0u64;
             for r in &recs {
                 if r.kind == Kind::Metrics && sent_live.contains(&r.seq) {
                     // Went out live while the replay was behind: acknowledged in its place.
+                } else if r.kind == Kind::Metrics && future_limit.is_some_and(|l| r.ts_ms > l) {
+                    future += 1;
                 } else if r.kind == Kind::Metrics {
+                    if batch.len() >= max_records {
+                        break;
+                    }
                     let n = r.payload.iter().filter(|b| **b == b'\n').count();
                     if !batch.is_empty() && samples + n > self.cfg.max_samples_per_request {
                         break;
@@ -259,6 +286,18 @@ impl RemoteWriteSink {
                     batch.push(r);
                 }
                 last_seq = r.seq;
+            }
+            if future > 0 {
+                m.rejected.with_label_values(&[NAME]).inc_by(future);
+                if let Some(suppressed) = future_log.hit() {
+                    tracing::warn!(
+                        sink = NAME,
+                        records = future,
+                        similar_suppressed = suppressed,
+                        skew_seconds = crate::clock::skew_seconds(),
+                        "sink_future_records_skipped"
+                    );
+                }
             }
             if throttled {
                 // Live first: the newest snapshot goes out now, and its place in the replay is
@@ -309,6 +348,17 @@ impl RemoteWriteSink {
                         }
                     }
                     backoff.reset();
+                    max_records = (max_records * 2).min(MAX_RECORDS);
+                }
+                Outcome::Rejected(status, _) if batch.len() > 1 => {
+                    // Split: the refusal may concern only some of these records.
+                    tracing::debug!(
+                        sink = NAME,
+                        status,
+                        records = batch.len(),
+                        "sink_batch_split"
+                    );
+                    max_records = batch.len() / 2;
                 }
                 Outcome::Rejected(status, message) => {
                     m.rejected

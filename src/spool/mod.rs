@@ -103,6 +103,8 @@ struct Inner {
     buf: Vec<u8>,
     /// Newest sequence number appended in this run, per kind (index `Kind as usize`).
     last_by_kind: [u64; 3],
+    /// Record timestamps: never backwards, corrected by the receivers' clock ([`crate::clock`]).
+    clock: crate::clock::RecordClock,
     /// Whether appends are being refused, and the reporting state of that.
     disk: DiskState,
 }
@@ -371,6 +373,7 @@ impl Spool {
                 last_cursor_persist: Instant::now(),
                 buf: Vec::new(),
                 last_by_kind: [0; 3],
+                clock: crate::clock::RecordClock::default(),
                 disk: DiskState {
                     fault: None,
                     since: None,
@@ -414,8 +417,9 @@ impl Spool {
         }
     }
 
-    /// Appends records of one kind, all with timestamp `ts_ms`. Returns the sequence numbers
-    /// given (empty if the records were dropped: below the free-space floor, or the disk
+    /// Appends records of one kind, all stamped with the wall-clock reading `ts_ms` as
+    /// [`crate::clock::RecordClock`] corrects it (never backwards within a process). Returns the
+    /// sequence numbers given (empty if the records were dropped: below the free-space floor, or the disk
     /// refused the write). A refused write leaves no partial record behind and is counted, not
     /// returned as an error: a full disk is a state of the spool ([`Spool::disk_fault`]),
     /// reported when it starts, once a minute while it lasts, and when it ends.
@@ -444,6 +448,7 @@ impl Spool {
                 return Ok(Vec::new());
             }
         }
+        let ts_ms = g.clock.stamp(ts_ms);
         match self.write_records(&mut g, kind, ts_ms, payloads, incoming) {
             Ok(seqs) => {
                 if let Some(fault) = g.disk.fault.take() {

@@ -2,6 +2,7 @@
 
 mod alerts;
 mod api;
+mod clock;
 mod common;
 mod console;
 mod engine;

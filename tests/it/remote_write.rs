@@ -44,7 +44,7 @@ pub(crate) fn snapshot_times(dir: &std::path::Path) -> Vec<i64> {
 }
 
 /// Raw samples `(ts_ms, value)` of a selector over a window ending at `end_ms`.
-fn raw_samples(
+pub(crate) fn raw_samples(
     prom: &crate::common::services::Service,
     selector: &str,
     start_ms: i64,
