@@ -178,6 +178,86 @@ impl RecordClock {
     }
 }
 
+/// Milliseconds of `CLOCK_BOOTTIME`: never stepped, counts suspend, and is the same clock for
+/// every process of one boot (so `copilot-edge spool status` can age what the service wrote).
+#[allow(clippy::unnecessary_cast)] // time_t and c_long are not i64 on every target
+pub fn boot_ms() -> i64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for clock_gettime to fill.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) };
+    if r != 0 {
+        return 0;
+    }
+    t.tv_sec as i64 * 1000 + t.tv_nsec as i64 / 1_000_000
+}
+
+/// The moment the boot clock read `boot_at_ms`, in today's wall clock: what the wall clock read
+/// then had it never been stepped since.
+pub fn wall_of_boot_ms(boot_at_ms: i64) -> i64 {
+    wall_ms() - (boot_ms() - boot_at_ms).max(0)
+}
+
+/// Ages of spool records from the boot clock, not the wall clock.
+///
+/// A record carries one stamp (wall-clock based, see [`RecordClock`]). Between two steps of the
+/// wall clock, `stamp - boot_ms()` is the same for every record; a step changes it. The
+/// timeline keeps that offset with the first sequence number it holds from, so a record's age
+/// is `boot now - (stamp - offset)` whatever the wall clock did since: a backlog recorded at
+/// 2020 before NTP stepped the clock reads its true age, not seven years. Records recovered from
+/// an earlier run take the offset of the wall clock at open (their age is the wall clock's).
+#[derive(Debug)]
+pub struct Timeline {
+    marks: Vec<(u64, i64)>,
+}
+
+/// Marks kept: one per step, so this is only reached by a clock that steps all the time.
+const MAX_MARKS: usize = 64;
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Timeline {
+            marks: vec![(0, wall_ms() - boot_ms())],
+        }
+    }
+}
+
+impl Timeline {
+    /// Records from `first_seq` on were stamped `ts_ms` now.
+    pub fn note(&mut self, first_seq: u64, ts_ms: i64) {
+        self.note_at(first_seq, ts_ms, boot_ms());
+    }
+
+    fn note_at(&mut self, first_seq: u64, ts_ms: i64, boot: i64) {
+        let offset = ts_ms - boot;
+        let last = self.marks.last().map_or(i64::MIN, |m| m.1);
+        if last == i64::MIN || (offset - last).abs() > STEP_MS {
+            if self.marks.len() >= MAX_MARKS {
+                self.marks.remove(1);
+            }
+            self.marks.push((first_seq, offset));
+        }
+    }
+
+    /// Age in ms of the record `seq` stamped `ts_ms`.
+    pub fn age_ms(&self, seq: u64, ts_ms: i64) -> i64 {
+        self.age_at(seq, ts_ms, boot_ms())
+    }
+
+    fn age_at(&self, seq: u64, ts_ms: i64, boot: i64) -> i64 {
+        let offset = self
+            .marks
+            .iter()
+            .rev()
+            .find(|m| m.0 <= seq)
+            .or(self.marks.first())
+            .map_or(0, |m| m.1);
+        (boot - (ts_ms - offset)).max(0)
+    }
+}
+
 /// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110) into Unix seconds.
 pub fn parse_http_date(s: &str) -> Option<i64> {
     let mut p = s.trim().split_ascii_whitespace();
@@ -211,6 +291,31 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_ages_follow_the_boot_clock_across_steps() {
+        let year = 365 * 86_400_000_i64;
+        let mut t = Timeline {
+            marks: vec![(0, 1_000)],
+        };
+        // Records 1..=10 stamped at "2020" (wall = boot + 1 s), boot clock at 10 s.
+        t.note_at(1, 11_000, 10_000);
+        // NTP steps the wall clock forward by years; record 11 is stamped at the new time.
+        t.note_at(11, 11_500 + 7 * year, 10_500);
+        assert_eq!(t.marks.len(), 2);
+        // 60 s later on the boot clock: record 1 is 60 s old, not seven years.
+        assert_eq!(t.age_at(1, 11_000, 70_000), 60_000);
+        assert_eq!(t.age_at(11, 11_500 + 7 * year, 70_000), 59_500);
+        // Ordinary drift below the step size adds no mark.
+        t.note_at(12, 12_000 + 7 * year + 40, 11_000);
+        assert_eq!(t.marks.len(), 2);
+        // Bounded however often the clock steps.
+        for i in 0..200 {
+            t.note_at(100 + i, i as i64 * 60_000, 20_000);
+        }
+        assert!(t.marks.len() <= MAX_MARKS);
+        assert_eq!(t.marks[0], (0, 1_000));
+    }
 
     #[test]
     fn record_stamps_never_go_back_unless_a_receiver_vouches() {

@@ -282,6 +282,10 @@ pub struct Metrics {
     pub sink: SinkMetrics,
     hallucination_window: Windows,
     feedback_window: Windows,
+    /// When each (plant, agent) last got a rating, on the boot clock: the last-feedback gauge is
+    /// re-expressed in today's wall clock after a step, so a clock stepped forward by years does
+    /// not make the last rating look years old.
+    feedback_at: Mutex<Vec<(String, String, i64)>>,
 }
 
 /// The registry plus our own list of its collectors, so `render` can collect them directly
@@ -666,6 +670,7 @@ impl Metrics {
             last_len: std::sync::atomic::AtomicUsize::new(16 * 1024),
             hallucination_window: Windows::new(windows.hallucination_window.get()),
             feedback_window: Windows::new(windows.feedback_window.get()),
+            feedback_at: Mutex::new(Vec::new()),
             registry: r,
         };
         for reason in ["missing", "invalid", "throttled"] {
@@ -703,16 +708,41 @@ impl Metrics {
         self.feedback_last
             .with_label_values(&[plant, agent_name])
             .set(now);
+        let boot = crate::clock::boot_ms();
+        let mut at = self.feedback_at.lock().unwrap_or_else(|e| e.into_inner());
+        match at
+            .iter_mut()
+            .find(|(p, a, _)| p == plant && a == agent_name)
+        {
+            Some(e) => e.2 = boot,
+            // Bounded like the gauge's own series: plant ids pass the label guard first.
+            None => at.push((plant.to_string(), agent_name.to_string(), boot)),
+        }
+    }
+
+    /// Re-expresses the last-feedback times in today's wall clock when it has stepped (more than
+    /// 5 s off what the boot clock says); ordinary drift leaves the exported value alone.
+    fn follow_clock_steps(&self) {
+        let at = self.feedback_at.lock().unwrap_or_else(|e| e.into_inner());
+        for (plant, agent, boot) in at.iter() {
+            let g = self.feedback_last.with_label_values(&[plant, agent]);
+            let now_view = crate::clock::wall_of_boot_ms(*boot) as f64 / 1000.0;
+            if (now_view - g.get()).abs() > 5.0 {
+                g.set(now_view.round());
+            }
+        }
     }
 
     /// The current state of every metric family.
     pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.follow_clock_steps();
         self.registry.registry.gather()
     }
 
     /// Prometheus text exposition of every metric (families by name, series unsorted).
     pub fn render(&self) -> Vec<u8> {
         use std::sync::atomic::Ordering::Relaxed;
+        self.follow_clock_steps();
         // The log writer thread counts what the file could not take in a static (it runs before
         // and outside the metrics); bring the counter up to date.
         let file_dropped = crate::logging::file_lines_dropped();

@@ -363,7 +363,6 @@ fn status(state: &AppState, authed: bool) -> Resp {
     let engine = state.engine.get();
     let rfc =
         |ms: i64| crate::logging::rfc3339(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64));
-    let now_ms = crate::spool::now_ms();
     let backlog = state
         .spool
         .as_ref()
@@ -394,12 +393,12 @@ fn status(state: &AppState, authed: bool) -> Resp {
             let mut v = json!({
                 "name": name,
                 "link": link,
-                "since": file.and_then(|f| f["since_ms"].as_i64()).map(rfc),
+                "since": file.and_then(crate::sinks::state_since_ms).map(rfc),
                 "backlog_records": b.map_or(0, |b| b.pending_records),
                 "backlog_bytes": b.map_or(0, |b| b.pending_bytes),
                 "oldest_pending_age_seconds": b
-                    .and_then(|b| b.oldest_pending_ts_ms)
-                    .map(|t| ((now_ms - t).max(0) as f64 / 1000.0 * 10.0).round() / 10.0),
+                    .and_then(|b| b.oldest_pending_age_ms)
+                    .map(|a| (a as f64 / 100.0).round() / 10.0),
                 "last_success": (last_success > 0.0).then(|| rfc((last_success * 1000.0) as i64)),
             });
             if authed {

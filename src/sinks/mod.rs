@@ -102,6 +102,17 @@ impl Link {
     }
 }
 
+/// When a sink's state file says its link state began, in today's wall clock (ms): from the
+/// boot clock when the file has it and it is from this boot, so a wall-clock step since does not
+/// make a link "online for seven years".
+pub fn state_since_ms(file: &serde_json::Value) -> Option<i64> {
+    let boot = file["since_boot_ms"].as_i64();
+    match boot {
+        Some(b) if b <= crate::clock::boot_ms() => Some(crate::clock::wall_of_boot_ms(b)),
+        _ => file["since_ms"].as_i64(),
+    }
+}
+
 /// A sink's link state, kept in one place for every sink: the `up`/`auth_failed` gauges, one
 /// `sink_offline`/`sink_auth_failed` event per change (not per attempt), and a small JSON file
 /// `<spool dir>/sinks/<sink>.json` written on each change, which `copilot-edge spool status`
@@ -112,6 +123,8 @@ pub struct SinkHealth {
     file: std::path::PathBuf,
     link: Option<Link>,
     since_ms: i64,
+    /// The same moment on the boot clock ([`crate::clock::boot_ms`]), which no step moves.
+    since_boot_ms: i64,
     last_error: String,
     last_success_ms: Option<i64>,
 }
@@ -135,6 +148,7 @@ impl SinkHealth {
             file: state_dir.join("sinks").join(format!("{sink}.json")),
             link: None,
             since_ms: crate::spool::now_ms(),
+            since_boot_ms: crate::clock::boot_ms(),
             last_error: String::new(),
             last_success_ms: None,
         }
@@ -191,6 +205,7 @@ impl SinkHealth {
         }
         self.link = Some(link);
         self.since_ms = crate::spool::now_ms();
+        self.since_boot_ms = crate::clock::boot_ms();
         self.metrics
             .sink
             .auth_failed
@@ -207,6 +222,7 @@ impl SinkHealth {
             "sink": self.sink,
             "state": link.as_str(),
             "since_ms": self.since_ms,
+            "since_boot_ms": self.since_boot_ms,
             "last_error": self.last_error,
             "last_success_ms": self.last_success_ms,
         });

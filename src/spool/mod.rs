@@ -105,6 +105,8 @@ struct Inner {
     last_by_kind: [u64; 3],
     /// Record timestamps: never backwards, corrected by the receivers' clock ([`crate::clock`]).
     clock: crate::clock::RecordClock,
+    /// Record ages from the boot clock, whatever the wall clock did since.
+    timeline: crate::clock::Timeline,
     /// Whether appends are being refused, and the reporting state of that.
     disk: DiskState,
 }
@@ -180,7 +182,8 @@ pub struct Backlog {
     /// Bytes of the pending records on disk (exact at segment starts, otherwise rounded up to
     /// the nearest index entry, at most 64 records more).
     pub pending_bytes: u64,
-    pub oldest_pending_ts_ms: Option<i64>,
+    /// Age of the oldest pending record, from the boot clock (true across wall-clock steps).
+    pub oldest_pending_age_ms: Option<i64>,
 }
 
 /// The spool's disk use against its bounds.
@@ -374,6 +377,7 @@ impl Spool {
                 buf: Vec::new(),
                 last_by_kind: [0; 3],
                 clock: crate::clock::RecordClock::default(),
+                timeline: crate::clock::Timeline::default(),
                 disk: DiskState {
                     fault: None,
                     since: None,
@@ -408,12 +412,12 @@ impl Spool {
         let min_acked = g.min_acked();
         let pending: u64 = g.segments.iter().map(|s| pending_in(s, min_acked)).sum();
         m.records.set(pending as i64);
-        let now = now_ms();
         for (name, c) in &g.cursors {
-            let oldest = oldest_pending_ts(&g.segments, c.acked);
+            let age = oldest_pending(&g.segments, c.acked)
+                .map_or(0, |(seq, ts)| g.timeline.age_ms(seq, ts));
             m.oldest_age_seconds
                 .with_label_values(&[name])
-                .set(oldest.map_or(0.0, |ts| ((now - ts).max(0)) as f64 / 1000.0));
+                .set(age as f64 / 1000.0);
         }
     }
 
@@ -451,6 +455,9 @@ impl Spool {
         let ts_ms = g.clock.stamp(ts_ms);
         match self.write_records(&mut g, kind, ts_ms, payloads, incoming) {
             Ok(seqs) => {
+                if let Some(&first) = seqs.first() {
+                    g.timeline.note(first, ts_ms);
+                }
                 if let Some(fault) = g.disk.fault.take() {
                     self.metrics.spool.write_blocked.set(0);
                     tracing::info!(
@@ -818,7 +825,8 @@ impl Spool {
                 acked: c.acked,
                 pending_records: g.segments.iter().map(|s| pending_in(s, c.acked)).sum(),
                 pending_bytes: g.segments.iter().map(|s| pending_bytes(s, c.acked)).sum(),
-                oldest_pending_ts_ms: oldest_pending_ts(&g.segments, c.acked),
+                oldest_pending_age_ms: oldest_pending(&g.segments, c.acked)
+                    .map(|(seq, ts)| g.timeline.age_ms(seq, ts)),
             })
             .collect()
     }
@@ -873,7 +881,8 @@ fn pending_bytes(s: &SegmentMeta, acked: u64) -> u64 {
     }
 }
 
-fn oldest_pending_ts(segments: &[SegmentMeta], acked: u64) -> Option<i64> {
+/// `(seq, ts_ms)` of the oldest pending record, or of a record at most [`INDEX_EVERY`] before it.
+fn oldest_pending(segments: &[SegmentMeta], acked: u64) -> Option<(u64, i64)> {
     // The first segment with pending records; within it, the index entry at or before the first
     // pending record. Exact at segment starts; otherwise at most INDEX_EVERY records older than
     // the true oldest pending record (timestamps only grow within a run).
@@ -881,14 +890,14 @@ fn oldest_pending_ts(segments: &[SegmentMeta], acked: u64) -> Option<i64> {
         .iter()
         .find(|s| s.records > 0 && s.last_seq > acked)?;
     if s.first_seq > acked {
-        return Some(s.first_ts_ms);
+        return Some((s.first_seq, s.first_ts_ms));
     }
     s.index
         .iter()
         .rev()
         .find(|(seq, _, _)| *seq <= acked + 1)
-        .map(|e| e.2)
-        .or(Some(s.first_ts_ms))
+        .map(|e| (e.0, e.2))
+        .or(Some((s.first_seq, s.first_ts_ms)))
 }
 
 /// The segment files of a spool, oldest first (names sort by first sequence number).
@@ -909,9 +918,7 @@ fn link_state(states: &[(String, serde_json::Value)], sink: &str, now: i64) -> S
         return String::new();
     };
     let state = v["state"].as_str().unwrap_or("unknown");
-    let since = v["since_ms"]
-        .as_i64()
-        .map_or(0, |t| (now - t).max(0) / 1000);
+    let since = crate::sinks::state_since_ms(v).map_or(0, |t| (now - t).max(0) / 1000);
     let mut out = format!(", link {state} for {since}s");
     if state != "online" {
         if let Some(e) = v["last_error"].as_str().filter(|e| !e.is_empty()) {
@@ -1104,8 +1111,13 @@ mod tests {
         let bl = s.backlog();
         let a = bl.iter().find(|b| b.sink == "a").unwrap();
         assert_eq!(a.pending_records, 40);
-        let ts = a.oldest_pending_ts_ms.unwrap();
-        assert!((61 - INDEX_EVERY as i64..=61).contains(&ts), "{ts}");
+        assert!(a.oldest_pending_age_ms.is_some());
+        let (seq, ts) = oldest_pending(&s.lock().segments, 60).unwrap();
+        assert!(
+            (61u64.saturating_sub(INDEX_EVERY)..=61).contains(&seq),
+            "{seq}"
+        );
+        assert_eq!(ts, seq as i64);
         s.flush().unwrap();
         let segs_before = std::fs::read_dir(d.join("segments")).unwrap().count();
         drop(s);
