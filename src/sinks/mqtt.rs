@@ -77,12 +77,16 @@ impl Topics {
     }
 }
 
-/// Whether a record was queued, and how many births were queued before it (either way).
+/// Whether a record was queued, and how many other messages were queued before it either way
+/// (Sparkplug births and device data).
 struct Sent {
     queued: bool,
     births: usize,
     /// The QoS the record went out with.
     qos: QoS,
+    /// A birth could not be queued: the session must start again (a host would otherwise get
+    /// data for series it was never told of).
+    broken: bool,
 }
 
 enum End {
@@ -349,24 +353,58 @@ impl MqttSink {
         })
     }
 
-    /// Queues an NBIRTH; false when the request queue is full.
-    fn birth(&self, client: &AsyncClient, node: &mut Node, topics: &sparkplug::Topics) -> bool {
+    /// Queues an NBIRTH and the DBIRTH of every device: the number of messages queued, or None
+    /// when the request queue is full.
+    fn birth(
+        &self,
+        client: &AsyncClient,
+        node: &mut Node,
+        topics: &sparkplug::Topics,
+    ) -> Option<usize> {
         let latest = self.latest_snapshot();
         // The registry as it is now, so the birth lists every series the next snapshots carry
         // (the first birth after a start, before any snapshot, included).
         let current = self.metrics.render();
+        let current = String::from_utf8_lossy(&current);
+        let now = now_ms();
         let payload = node.birth(
             latest.as_ref().map(|(s, t, x)| (*s, *t, x.as_str())),
-            &String::from_utf8_lossy(&current),
-            now_ms(),
+            &current,
+            now,
         );
-        let ok = client
+        client
             .try_publish(&topics.nbirth, self.data_qos(), false, payload)
-            .is_ok();
-        if ok {
-            tracing::info!(sink = NAME, topic = %topics.nbirth, metrics = node.series(), "sparkplug_birth");
+            .ok()?;
+        tracing::info!(sink = NAME, topic = %topics.nbirth, metrics = node.series(), devices = node.devices(), "sparkplug_birth");
+        let (ts, text) = match &latest {
+            Some((_, t, x)) => (*t, x.as_str()),
+            None => (now, &*current),
+        };
+        let devices = self.device_births(client, node, topics, ts, text)?;
+        Some(1 + devices)
+    }
+
+    /// Queues the DBIRTHs (and DDEATHs) due: how many, or None when the queue is full.
+    fn device_births(
+        &self,
+        client: &AsyncClient,
+        node: &mut Node,
+        topics: &sparkplug::Topics,
+        ts_ms: i64,
+        text: &str,
+    ) -> Option<usize> {
+        let msgs = node.device_births(ts_ms, text, now_ms());
+        let n = msgs.len();
+        for m in msgs {
+            let topic = topics.device(m.kind, &m.device);
+            client
+                .try_publish(&topic, self.data_qos(), false, m.payload)
+                .ok()?;
+            if m.kind == sparkplug::DeviceMessage::Birth {
+                tracing::debug!(sink = NAME, topic = %topic, "sparkplug_device_birth");
+            }
         }
-        ok
+        Some(n)
     }
 
     async fn session(&self, shutdown: &CancellationToken, health: &mut SinkHealth) -> End {
@@ -464,10 +502,10 @@ impl MqttSink {
         loop {
             if let (Some(n), Some(t)) = (node.as_mut(), &sp_topics) {
                 if host_online && (!born || rebirth) {
-                    if !self.birth(&client, n, t) {
+                    let Some(k) = self.birth(&client, n, t) else {
                         return lost("request queue full".into(), true);
-                    }
-                    fl.queue_extra(1);
+                    };
+                    fl.queue_extra(k);
                     (born, rebirth) = (true, false);
                 }
             }
@@ -491,6 +529,9 @@ impl MqttSink {
                     let sent =
                         self.publish_record(&client, &mut node, &sp_topics, &r, historical, true);
                     fl.queue_extra(sent.births);
+                    if sent.broken {
+                        return lost("request queue full".into(), true);
+                    }
                     if !sent.queued {
                         break;
                     }
@@ -510,6 +551,9 @@ impl MqttSink {
                             let sent = self
                                 .publish_record(&client, &mut node, &sp_topics, &r, false, false);
                             fl.queue_extra(sent.births + usize::from(sent.queued));
+                            if sent.broken {
+                                return lost("request queue full".into(), true);
+                            }
                             if sent.queued {
                                 live_upto = latest;
                             }
@@ -602,27 +646,41 @@ impl MqttSink {
     ) -> Sent {
         if let (Some(n), Some(t), Kind::Metrics) = (node.as_mut(), topics, r.kind) {
             let text = String::from_utf8_lossy(&r.payload);
-            let mut births = 0;
-            if n.register(&text) {
-                if !self.birth(client, n, t) {
-                    return Sent {
-                        queued: false,
-                        births,
-                        qos: QoS::AtLeastOnce,
-                    };
-                }
-                births = 1;
-            }
-            let payload = n.data(r.seq, r.ts_ms, &text, historical, in_order, now_ms());
             let qos = self.data_qos();
-            let queued = client.try_publish(&t.ndata, qos, false, payload).is_ok();
-            if queued {
-                n.commit();
+            let births = if n.register(&text) {
+                self.birth(client, n, t)
+            } else {
+                self.device_births(client, n, t, r.ts_ms, &text)
+            };
+            let Some(mut births) = births else {
+                return Sent {
+                    queued: false,
+                    births: 0,
+                    qos,
+                    broken: true,
+                };
+            };
+            // Device data first, the NDATA (which names the record) last: its confirmation then
+            // covers the whole snapshot.
+            let out = n.data(r.seq, r.ts_ms, &text, historical, in_order, now_ms());
+            let total = out.messages();
+            let mut sent = 0;
+            for m in out.devices {
+                let topic = t.device(m.kind, &m.device);
+                if client.try_publish(topic, qos, false, m.payload).is_err() {
+                    break;
+                }
+                sent += 1;
             }
+            births += sent;
+            let queued =
+                sent + 1 == total && client.try_publish(&t.ndata, qos, false, out.node).is_ok();
+            n.commit(sent + usize::from(queued), queued);
             return Sent {
                 queued,
                 births,
                 qos,
+                broken: false,
             };
         }
         let (topic, payload) = self.encode(r);
@@ -633,6 +691,7 @@ impl MqttSink {
             queued,
             births: 0,
             qos: QoS::AtLeastOnce,
+            broken: false,
         }
     }
 

@@ -356,7 +356,8 @@ fn sparkplug_rows(b: &mut Bench, text: &[u8], render: Duration, what: &str) {
     let now = now_ms();
     let mut node = sparkplug::Node::new(0);
     let birth = node.birth(Some((1, now, &text)), "", now);
-    let full = node.data(2, now, &text, false, false, now).len();
+    node.device_births(now, &text, now);
+    let full = node.data(2, now, &text, false, false, now).bytes();
     let st = b.run(
         &format!("sparkplug: NDATA, {what}, every value"),
         usize::MAX,
@@ -371,8 +372,8 @@ fn sparkplug_rows(b: &mut Bench, text: &[u8], render: Duration, what: &str) {
         text.len(),
         birth.len()
     ));
-    node.data(2, now, &text, false, true, now);
-    node.commit();
+    let d = node.data(2, now, &text, false, true, now);
+    node.commit(d.messages(), true);
     let st = b.run(
         &format!("sparkplug: NDATA, {what}, by exception (nothing changed)"),
         usize::MAX,

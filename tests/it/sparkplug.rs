@@ -142,11 +142,13 @@ fn bd_seq(birth: &Value) -> u64 {
 /// No decoder complaints; `seq` 0 on every NBIRTH and +1 (mod 256) on each later message of the
 /// node; every NDEATH's `bdSeq` is the one of the birth before it.
 fn assert_sequence_rules(msgs: &[Value]) {
+    let complaints = ["DECODE_ERROR", "NDATA_BEFORE_BIRTH", "DDATA_BEFORE_BIRTH"];
     assert!(
-        of_type(msgs, "DECODE_ERROR").is_empty() && of_type(msgs, "NDATA_BEFORE_BIRTH").is_empty(),
+        msgs.iter()
+            .all(|m| !complaints.contains(&m["type"].as_str().unwrap_or(""))),
         "{:?}",
         msgs.iter()
-            .filter(|m| m["type"] == "DECODE_ERROR" || m["type"] == "NDATA_BEFORE_BIRTH")
+            .filter(|m| complaints.contains(&m["type"].as_str().unwrap_or("")))
             .collect::<Vec<_>>()
     );
     let mut prev: Option<u64> = None;
@@ -161,10 +163,11 @@ fn assert_sequence_rules(msgs: &[Value]) {
                 birth_bd = Some(bd_seq(m));
                 prev = Some(0);
             }
-            "NDATA" => {
+            // Device messages share the node's seq, and only exist within a node's birth.
+            "NDATA" | "DBIRTH" | "DDATA" | "DDEATH" => {
                 let seq = m["seq"].as_u64().unwrap();
-                let p = prev.expect("NDATA before any NBIRTH");
-                assert_eq!(seq, (p + 1) % 256, "seq continuity");
+                let p = prev.unwrap_or_else(|| panic!("{} before any NBIRTH: {m}", m["type"]));
+                assert_eq!(seq, (p + 1) % 256, "seq continuity at {m}");
                 prev = Some(seq);
             }
             "NDEATH" => {
@@ -191,6 +194,14 @@ fn assert_values_match_spool(msgs: &[Value], spooled: &Spooled) -> BTreeMap<u64,
     for m in msgs {
         match m["type"].as_str().unwrap() {
             "NBIRTH" => state.clear(),
+            // A record's device values arrive just before its NDATA.
+            "DBIRTH" | "DDATA" => {
+                for x in m["metrics"].as_array().unwrap() {
+                    if let Some(v) = x["value"].as_f64() {
+                        state.insert(x["name"].as_str().unwrap().to_string(), v);
+                    }
+                }
+            }
             "NDATA" => {
                 let metrics = m["metrics"].as_array().unwrap();
                 let seq = record_seq(m);
@@ -321,7 +332,7 @@ fn sparkplug_primary_host_sees_births_data_deaths_and_the_backlog() {
     let msgs = host.all();
     let mut state: HashMap<String, f64> = HashMap::new();
     for m in &msgs {
-        if m["type"] == "NBIRTH" || m["type"] == "NDATA" {
+        if ["NBIRTH", "NDATA", "DBIRTH", "DDATA"].contains(&m["type"].as_str().unwrap_or("")) {
             for x in m["metrics"].as_array().unwrap() {
                 if let (Some(n), Some(v)) = (x["name"].as_str(), x["value"].as_f64()) {
                     state.insert(without_gateway(n), v);
@@ -532,6 +543,57 @@ fn sparkplug_3_0_conformance() {
     std::thread::sleep(Duration::from_secs(4));
     assert_one_birth(&host.all()[i_birth..], "a quiet start");
     let bd0 = bd_seq(&birth);
+
+    // Equipment is a device: a new equipment id is one DBIRTH on the device's topic, with its
+    // series, without a new NBIRTH; its counts arrive as DDATA. (The plant's first request
+    // creates node series, latency and request counts, and so one NBIRTH: made first.)
+    let from = host.len();
+    assert_eq!(a.diagnose("plant-7", "press-76", PRESS).status, 200);
+    host.wait_for("the first equipment's DBIRTH", from, |m| {
+        m["type"] == "DBIRTH" && m["device"] == "press-76"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let i_birth = host
+        .all()
+        .iter()
+        .rposition(|m| m["type"] == "NBIRTH")
+        .unwrap();
+    let birth = host.all()[i_birth].clone();
+    let from = host.len();
+    assert_eq!(a.diagnose("plant-7", "press-77", PRESS).status, 200);
+    let (i_db, db) = host.wait_for("the new equipment's DBIRTH", from, |m| {
+        m["type"] == "DBIRTH" && m["device"] == "press-77"
+    });
+    assert_eq!(db["qos"], 0, "tck-id-topics-dbirth-qos");
+    assert_eq!(db["retain"], false, "tck-id-topics-dbirth-retain");
+    let eq = metric_starting(&db, "copilot_equipment_requests_total{")
+        .unwrap_or_else(|| panic!("the DBIRTH lists the equipment's series: {db}"));
+    assert_eq!(eq["properties"]["equipment_id"], "press-77");
+    host.wait_for(
+        "the equipment's DDATA or its count in the birth",
+        i_db,
+        |m| {
+            (m["type"] == "DDATA" || m["type"] == "DBIRTH")
+                && m["device"] == "press-77"
+                && metric_starting(m, "copilot_equipment_requests_total{")
+                    .is_some_and(|x| x["value"].as_f64() == Some(1.0))
+        },
+    );
+    assert_eq!(a.diagnose("plant-7", "press-78", PRESS).status, 200);
+    host.wait_for("a second device", i_db, |m| {
+        m["type"] == "DBIRTH" && m["device"] == "press-78"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_one_birth(&host.all()[i_birth..], "two new pieces of equipment");
+    assert!(
+        birth["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| !x["name"].as_str().unwrap().contains("equipment_id=")),
+        "the NBIRTH carries no device series"
+    );
+    assert_sequence_rules(&host.all());
 
     // A broker outage long enough for several connect attempts the broker never answers: the
     // next birth's bdSeq is one more, not one more per attempt.

@@ -4,7 +4,8 @@ decoder (pysparkplug, from PyPI, and its protobuf bindings of the Eclipse Tahu s
 
 Connects to the broker, publishes its STATE (`spBv1.0/STATE/<host id>`, retained, JSON, with an
 `online: false` will), subscribes to the group, decodes every NBIRTH / NDATA / NDEATH with
-pysparkplug (NDATA aliases resolved through the last NBIRTH) and prints one JSON line per message
+pysparkplug (NDATA aliases resolved through the last NBIRTH, DDATA through the device's last
+DBIRTH; DBIRTH / DDATA / DDEATH carry a "device" field) and prints one JSON line per message
 on stdout. Reads commands on stdin, one per line:
 
     rebirth   publish NCMD `Node Control/Rebirth` = true to the edge node
@@ -98,10 +99,12 @@ def main():
         if len(parts) < 4 or parts[0] != "spBv1.0" or parts[1] != a.group:
             return
         kind, node = parts[2], parts[3]
+        device = parts[4] if len(parts) > 4 else None
         mqtt_flags = {"qos": msg.qos, "retain": bool(msg.retain)}
         try:
             if kind == "NBIRTH":
                 b = sp.NBirth.decode(msg.payload)
+                forget_devices(node)
                 births[node] = b
                 emit({"type": kind, "node": node, "seq": b.seq, "timestamp": b.timestamp,
                       "metrics": metrics_of(b, msg.payload), **mqtt_flags})
@@ -116,14 +119,40 @@ def main():
                       "metrics": metrics_of(d, msg.payload), **mqtt_flags})
             elif kind == "NDEATH":
                 d = sp.NDeath.decode(msg.payload)
+                forget_devices(node)
                 emit({"type": kind, "node": node, "bdSeq": d.bd_seq_metric.value,
                       "bdSeq_name": d.bd_seq_metric.name, **mqtt_flags})
+            elif kind == "DBIRTH":
+                b = sp.DBirth.decode(msg.payload)
+                births[(node, device)] = b
+                emit({"type": kind, "node": node, "device": device, "seq": b.seq,
+                      "timestamp": b.timestamp, "metrics": metrics_of(b, msg.payload),
+                      **mqtt_flags})
+            elif kind == "DDATA":
+                birth = births.get((node, device))
+                if birth is None:
+                    emit({"type": "DDATA_BEFORE_BIRTH", "node": node, "device": device})
+                    request_rebirth()
+                    return
+                d = sp.DData.decode(msg.payload, birth=birth)
+                emit({"type": kind, "node": node, "device": device, "seq": d.seq,
+                      "timestamp": d.timestamp, "metrics": metrics_of(d, msg.payload),
+                      **mqtt_flags})
+            elif kind == "DDEATH":
+                d = sp.DDeath.decode(msg.payload)
+                births.pop((node, device), None)
+                emit({"type": kind, "node": node, "device": device, "seq": d.seq, **mqtt_flags})
             elif kind == "NCMD":
                 return
             else:
                 emit({"type": kind, "node": node})
         except Exception as e:  # a payload the decoder refuses is a test failure, not a crash
             emit({"type": "DECODE_ERROR", "topic": msg.topic, "error": repr(e)})
+
+    def forget_devices(node):
+        # A node's birth or death ends its devices' births.
+        for k in [k for k in births if isinstance(k, tuple) and k[0] == node]:
+            del births[k]
 
     def request_rebirth():
         cmd = sp.NCmd(

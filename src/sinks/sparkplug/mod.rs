@@ -19,6 +19,13 @@
 //!   changed since the previous snapshot in spool order (all of them in the first NDATA after a
 //!   birth), each with the snapshot's own timestamp; `is_historical` on records replayed from the
 //!   backlog.
+//! - Devices: a series labelled `equipment_id` belongs to the Sparkplug device of that id
+//!   (`spBv1.0/<group>/{DBIRTH,DDATA,DDEATH}/<edge node>/<equipment id>`), so a new piece of
+//!   equipment is one DBIRTH, not a rebirth of the node. Every NBIRTH is followed by the DBIRTH
+//!   of every known device; a device that gains a series is born again (DDEATH, DBIRTH). A
+//!   snapshot's changed device series go out as DDATA just before its NDATA (which carries
+//!   `copilot_edge_record_seq`, so a host applies a record's device values before the NDATA that
+//!   names it). Aliases are unique across the node and its devices; `seq` counts every message.
 //!
 //! The protobuf messages below mirror `sparkplug_b.proto` (vendored next to this file from
 //! Eclipse Tahu, EPL-2.0, see `LICENSE-EPL-2.0.txt`) field for field for what the agent writes
@@ -147,6 +154,9 @@ const RECORD_SEQ_ALIAS: u64 = 2;
 /// Aliases of series start here (0 and 1 are left unused; `Node Control/Rebirth` has none).
 const FIRST_SERIES_ALIAS: u64 = 16;
 
+/// The label whose value makes a series part of a Sparkplug device.
+pub const DEVICE_LABEL: &str = "equipment_id";
+
 /// The topics of one edge node.
 #[derive(Debug, Clone)]
 pub struct Topics {
@@ -156,6 +166,8 @@ pub struct Topics {
     pub ncmd: String,
     /// `spBv1.0/STATE/<primary host id>` when a primary host is configured.
     pub state: Option<String>,
+    group: String,
+    node: String,
 }
 
 impl Topics {
@@ -168,8 +180,79 @@ impl Topics {
             ndeath: t("NDEATH"),
             ncmd: t("NCMD"),
             state: primary_host.map(|h| format!("spBv1.0/STATE/{h}")),
+            group: group.to_string(),
+            node: node.to_string(),
         }
     }
+
+    /// The topic of a device message (`kind`: DBIRTH, DDATA, DDEATH).
+    pub fn device(&self, kind: DeviceMessage, device: &str) -> String {
+        format!(
+            "spBv1.0/{}/{}/{}/{device}",
+            self.group,
+            kind.as_str(),
+            self.node
+        )
+    }
+}
+
+/// The kinds of device message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceMessage {
+    Birth,
+    Data,
+    Death,
+}
+
+impl DeviceMessage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceMessage::Birth => "DBIRTH",
+            DeviceMessage::Data => "DDATA",
+            DeviceMessage::Death => "DDEATH",
+        }
+    }
+}
+
+/// A message of a device: its kind, the device id, the payload.
+pub struct DeviceOut {
+    pub kind: DeviceMessage,
+    pub device: Box<str>,
+    pub payload: Vec<u8>,
+}
+
+/// The messages of one snapshot: DDATA of the devices whose series changed, then the NDATA.
+pub struct DataOut {
+    pub devices: Vec<DeviceOut>,
+    pub node: Vec<u8>,
+}
+
+impl DataOut {
+    /// Messages in publish order (never none: the NDATA is always there).
+    pub fn messages(&self) -> usize {
+        self.devices.len() + 1
+    }
+
+    /// Bytes of every payload.
+    pub fn bytes(&self) -> usize {
+        self.node.len() + self.devices.iter().map(|d| d.payload.len()).sum::<usize>()
+    }
+}
+
+/// Whether a device's DBIRTH lists its series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Born {
+    /// Not born in this session, or since the last NBIRTH.
+    No,
+    /// Born, with every series it has.
+    Yes,
+    /// Born, but a series was added since: DDEATH and DBIRTH again.
+    Stale,
+}
+
+struct Device {
+    id: Box<str>,
+    born: Born,
 }
 
 struct Def {
@@ -177,6 +260,8 @@ struct Def {
     name: Box<str>,
     datatype: u32,
     properties: PropertySet,
+    /// The device the series belongs to (index into `Node::devices`), or the node itself.
+    device: Option<u32>,
 }
 
 /// The state of an edge node within one MQTT session: aliases, `seq`, and the values of the
@@ -190,6 +275,8 @@ pub struct Node {
     last: Vec<Option<u64>>,
     /// Baseline updates of the NDATA being published, applied by [`Node::commit`].
     pending: Vec<(u32, u64)>,
+    devices: Vec<Device>,
+    device_index: FxHashMap<Box<str>, u32>,
 }
 
 fn prop(key: &str, v: &str, keys: &mut Vec<String>, values: &mut Vec<PropertyValue>) {
@@ -253,7 +340,14 @@ impl Node {
             defs: Vec::new(),
             last: Vec::new(),
             pending: Vec::new(),
+            devices: Vec::new(),
+            device_index: FxHashMap::default(),
         }
+    }
+
+    /// Number of devices known in this session.
+    pub fn devices(&self) -> usize {
+        self.devices.len()
     }
 
     /// Number of series with an alias.
@@ -261,8 +355,9 @@ impl Node {
         self.defs.len()
     }
 
-    /// Gives every series of the exposition `text` not seen before an alias; true when any was
-    /// new (the next message must then be a birth).
+    /// Gives every series of the exposition `text` not seen before an alias; true when a series
+    /// of the node itself was new (the next message must then be an NBIRTH). A new series of a
+    /// device only makes that device due for a birth ([`Node::device_births`]).
     pub fn register(&mut self, text: &str) -> bool {
         let mut family_type = ("", "");
         let mut added = false;
@@ -294,6 +389,10 @@ impl Node {
             } else {
                 datatype::DOUBLE
             };
+            let device = labels
+                .iter()
+                .find(|(k, _)| k == DEVICE_LABEL)
+                .map(|(_, id)| self.device(id));
             let (mut keys, mut values) = (Vec::new(), Vec::new());
             for (k, v) in &labels {
                 prop(k, v, &mut keys, &mut values);
@@ -309,11 +408,119 @@ impl Node {
                 name: series.into(),
                 datatype,
                 properties: PropertySet { keys, values },
+                device,
             });
             self.last.push(None);
-            added = true;
+            match device {
+                Some(d) => {
+                    let dev = &mut self.devices[d as usize];
+                    if dev.born == Born::Yes {
+                        dev.born = Born::Stale;
+                    }
+                }
+                None => added = true,
+            }
         }
         added
+    }
+
+    /// The index of device `id`, added (not born) if new.
+    fn device(&mut self, id: &str) -> u32 {
+        if let Some(&i) = self.device_index.get(id) {
+            return i;
+        }
+        let i = self.devices.len() as u32;
+        self.devices.push(Device {
+            id: id.into(),
+            born: Born::No,
+        });
+        self.device_index.insert(id.into(), i);
+        i
+    }
+
+    /// Whether some device needs a DBIRTH before the next DDATA.
+    pub fn device_births_due(&self) -> bool {
+        self.devices.iter().any(|d| d.born != Born::Yes)
+    }
+
+    /// DBIRTH (after a DDEATH for a device born with fewer series) of every device that needs
+    /// one, with its series' values in the snapshot `text` taken at `ts_ms`; each takes the next
+    /// `seq`. The device's series are then reported in full by the next DDATA.
+    pub fn device_births(&mut self, ts_ms: i64, text: &str, now_ms: i64) -> Vec<DeviceOut> {
+        if !self.device_births_due() {
+            return Vec::new();
+        }
+        let (ts, now) = (ts_ms.max(0) as u64, now_ms.max(0) as u64);
+        let values = self.values_in(text);
+        let mut out = Vec::new();
+        for d in 0..self.devices.len() {
+            let born = self.devices[d].born;
+            if born == Born::Yes {
+                continue;
+            }
+            let id = self.devices[d].id.clone();
+            if born == Born::Stale {
+                out.push(DeviceOut {
+                    kind: DeviceMessage::Death,
+                    device: id.clone(),
+                    payload: self.next_payload(now, Vec::new()),
+                });
+            }
+            let mut metrics = Vec::new();
+            for (i, value) in values.iter().enumerate() {
+                if self.defs[i].device == Some(d as u32) {
+                    metrics.push(self.birth_metric(i, ts, *value));
+                    self.last[i] = None;
+                }
+            }
+            out.push(DeviceOut {
+                kind: DeviceMessage::Birth,
+                device: id,
+                payload: self.next_payload(now, metrics),
+            });
+            self.devices[d].born = Born::Yes;
+        }
+        out
+    }
+
+    /// Series `i` as a birth lists it: name, alias, datatype, properties and `value` (null if
+    /// unknown) at `ts`.
+    fn birth_metric(&self, i: usize, ts: u64, value: Option<f64>) -> Metric {
+        let d = &self.defs[i];
+        Metric {
+            name: Some(d.name.to_string()),
+            alias: Some(FIRST_SERIES_ALIAS + i as u64),
+            timestamp: Some(ts),
+            datatype: Some(d.datatype),
+            is_null: value.is_none().then_some(true),
+            properties: Some(d.properties.clone()),
+            value: value.map(|v| metric_value(d.datatype, v)),
+            ..Default::default()
+        }
+    }
+
+    /// The value of each known series in the exposition `text` (None where it has none).
+    fn values_in(&self, text: &str) -> Vec<Option<f64>> {
+        let mut values = vec![None; self.defs.len()];
+        for (series, v) in text.lines().filter_map(sample) {
+            if let Some(&i) = self.index.get(series) {
+                values[i as usize] = Some(v);
+            }
+        }
+        values
+    }
+
+    /// A payload with the next `seq` (which it takes).
+    fn next_payload(&mut self, now: u64, metrics: Vec<Metric>) -> Vec<u8> {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        Payload {
+            timestamp: Some(now),
+            metrics,
+            seq: Some(u64::from(seq)),
+            ..Default::default()
+        }
+        .encode_to_vec()
     }
 
     fn bd_seq_metric(&self, ts: u64) -> Metric {
@@ -331,8 +538,8 @@ impl Node {
         self.bd_seq
     }
 
-    /// NBIRTH: every known metric with its value in `latest` (the newest snapshot, `None` before
-    /// the first), `seq` 0. Registers the series of `latest` and of `current` (the registry as it
+    /// NBIRTH: every known metric of the node (not of its devices) with its value in `latest`
+    /// (the newest snapshot, `None` before the first), `seq` 0; the DBIRTHs must follow. Registers the series of `latest` and of `current` (the registry as it
     /// is now) first, so no snapshot soon after needs another birth; without a snapshot the
     /// values are `current`'s. Forgets the NDATA baseline.
     pub fn birth(
@@ -346,16 +553,11 @@ impl Node {
             self.register(text);
         }
         self.register(current);
-        let mut values: Vec<Option<f64>> = vec![None; self.defs.len()];
         let (ts, text) = match latest {
             Some((_, t, text)) => (t.max(0) as u64, text),
             None => (now, current),
         };
-        for (series, v) in text.lines().filter_map(sample) {
-            if let Some(&i) = self.index.get(series) {
-                values[i as usize] = Some(v);
-            }
-        }
+        let values = self.values_in(text);
         let mut metrics = Vec::with_capacity(self.defs.len() + 3);
         metrics.push(self.bd_seq_metric(now));
         metrics.push(Metric {
@@ -377,20 +579,15 @@ impl Node {
             ..Default::default()
         });
         for (i, d) in self.defs.iter().enumerate() {
-            metrics.push(Metric {
-                name: Some(d.name.to_string()),
-                alias: Some(FIRST_SERIES_ALIAS + i as u64),
-                timestamp: Some(ts),
-                datatype: Some(d.datatype),
-                is_null: values[i].is_none().then_some(true),
-                properties: Some(d.properties.clone()),
-                value: values[i].map(|v| metric_value(d.datatype, v)),
-                ..Default::default()
-            });
+            if d.device.is_none() {
+                metrics.push(self.birth_metric(i, ts, values[i]));
+            }
         }
         self.last.iter_mut().for_each(|v| *v = None);
         self.pending.clear();
         self.seq = 1;
+        // Every device is born again after the node ([`Node::device_births`]).
+        self.devices.iter_mut().for_each(|d| d.born = Born::No);
         Payload {
             timestamp: Some(now),
             metrics,
@@ -401,9 +598,10 @@ impl Node {
     }
 
     /// NDATA for the snapshot `text` (spool sequence `record_seq`, taken at `ts_ms`), whose series
-    /// must all be registered. `exception`: only the series that changed since the previous
-    /// snapshot (the baseline moves on [`Node::commit`]); otherwise all of them, baseline
-    /// untouched (a live copy sent ahead of the backlog).
+    /// must all be registered, and before it a DDATA for each born device with a series to
+    /// send. `exception`: only the series that changed since the previous snapshot (the baseline
+    /// moves on [`Node::commit`]); otherwise all of them, baseline untouched (a live copy sent
+    /// ahead of the backlog). Messages take consecutive `seq`s from the current one.
     pub fn data(
         &mut self,
         record_seq: u64,
@@ -412,25 +610,33 @@ impl Node {
         historical: bool,
         exception: bool,
         now_ms: i64,
-    ) -> Vec<u8> {
+    ) -> DataOut {
         let ts = ts_ms.max(0) as u64;
+        let now = now_ms.max(0) as u64;
         self.pending.clear();
         // Written field by field with prost's wire primitives (the hot path: a message struct
         // per value would double the cost); the unit tests decode it with the message types.
-        let mut out = Vec::with_capacity(24 + (self.defs.len() + 1) * 24);
-        encoding::uint64::encode(1, &(now_ms.max(0) as u64), &mut out);
-        encoding::uint64::encode(3, &u64::from(self.seq), &mut out);
+        let mut body = Vec::with_capacity((self.defs.len() + 1) * 24);
         data_metric(
-            &mut out,
+            &mut body,
             RECORD_SEQ_ALIAS,
             ts,
             historical,
             Value::LongValue(record_seq),
         );
+        // Device bodies in order of first appearance; `slot` maps a device to its body.
+        let mut bodies: Vec<(u32, Vec<u8>)> = Vec::new();
+        let mut slot = vec![usize::MAX; self.devices.len()];
         for (series, v) in text.lines().filter_map(sample) {
             let Some(&i) = self.index.get(series) else {
                 continue;
             };
+            let def = &self.defs[i as usize];
+            if let Some(d) = def.device {
+                if self.devices[d as usize].born != Born::Yes {
+                    continue;
+                }
+            }
             let bits = v.to_bits();
             if exception {
                 if self.last[i as usize] == Some(bits) {
@@ -438,23 +644,62 @@ impl Node {
                 }
                 self.pending.push((i, bits));
             }
-            let value = metric_value(self.defs[i as usize].datatype, v);
+            let value = metric_value(def.datatype, v);
+            let out = match def.device {
+                None => &mut body,
+                Some(d) => {
+                    let d = d as usize;
+                    if slot[d] == usize::MAX {
+                        slot[d] = bodies.len();
+                        bodies.push((d as u32, Vec::with_capacity(64)));
+                    }
+                    &mut bodies[slot[d]].1
+                }
+            };
             data_metric(
-                &mut out,
+                out,
                 FIRST_SERIES_ALIAS + u64::from(i),
                 ts,
                 historical,
                 value,
             );
         }
-        out
+        let mut seq = self.seq;
+        let message = |body: &[u8], seq: u8| {
+            let mut out = Vec::with_capacity(body.len() + 16);
+            encoding::uint64::encode(1, &now, &mut out);
+            encoding::uint64::encode(3, &u64::from(seq), &mut out);
+            out.extend_from_slice(body);
+            out
+        };
+        let devices = bodies
+            .into_iter()
+            .map(|(d, b)| {
+                let payload = message(&b, seq);
+                seq = seq.wrapping_add(1);
+                DeviceOut {
+                    kind: DeviceMessage::Data,
+                    device: self.devices[d as usize].id.clone(),
+                    payload,
+                }
+            })
+            .collect();
+        DataOut {
+            devices,
+            node: message(&body, seq),
+        }
     }
 
-    /// The last message built was published: `seq` moves on and the baseline takes its values.
-    pub fn commit(&mut self) {
-        self.seq = self.seq.wrapping_add(1);
-        for (i, bits) in self.pending.drain(..) {
-            self.last[i as usize] = Some(bits);
+    /// The first `sent` messages of the last [`Node::data`] were published: `seq` moves on by
+    /// that many, and when all of them were (`complete`), the baseline takes their values.
+    pub fn commit(&mut self, sent: usize, complete: bool) {
+        self.seq = self.seq.wrapping_add((sent % 256) as u8);
+        if complete {
+            for (i, bits) in self.pending.drain(..) {
+                self.last[i as usize] = Some(bits);
+            }
+        } else {
+            self.pending.clear();
         }
     }
 
@@ -576,8 +821,8 @@ mod tests {
     fn data_reports_by_exception_and_counts_seq() {
         let mut n = Node::new(0);
         n.birth(Some((1, 1000, SNAP)), "", 1000);
-        let d1 = Payload::decode(&n.data(1, 1000, SNAP, false, true, 1001)[..]).unwrap();
-        n.commit();
+        let d1 = Payload::decode(&n.data(1, 1000, SNAP, false, true, 1001).node[..]).unwrap();
+        n.commit(1, true);
         assert_eq!(d1.seq, Some(1));
         assert_eq!(
             d1.metrics.len(),
@@ -587,10 +832,10 @@ mod tests {
         assert!(d1.metrics.iter().all(|m| m.name.is_none()));
         let next = SNAP.replace("} 3\n", "} 4\n");
         // Not committed (publish failed): the same record again gives the same message.
-        let a = n.data(2, 2000, &next, true, true, 2001);
-        let b = n.data(2, 2000, &next, true, true, 2001);
+        let a = n.data(2, 2000, &next, true, true, 2001).node;
+        let b = n.data(2, 2000, &next, true, true, 2001).node;
         assert_eq!(a, b);
-        n.commit();
+        n.commit(1, true);
         let d2 = Payload::decode(&b[..]).unwrap();
         assert_eq!(d2.seq, Some(2));
         // record seq, req_total and the +Inf bucket changed.
@@ -604,10 +849,10 @@ mod tests {
             Some(Value::LongValue(2))
         );
         // A live copy carries everything and leaves the baseline alone.
-        let live = Payload::decode(&n.data(9, 9000, &next, false, false, 9001)[..]).unwrap();
-        n.commit();
+        let live = Payload::decode(&n.data(9, 9000, &next, false, false, 9001).node[..]).unwrap();
+        n.commit(1, true);
         assert_eq!(live.metrics.len(), 7);
-        let d3 = Payload::decode(&n.data(3, 3000, &next, true, true, 3001)[..]).unwrap();
+        let d3 = Payload::decode(&n.data(3, 3000, &next, true, true, 3001).node[..]).unwrap();
         assert_eq!(d3.metrics.len(), 1);
         assert_eq!(d3.seq, Some(4));
     }
@@ -618,7 +863,7 @@ mod tests {
         n.birth(None, "", 0);
         for _ in 0..300 {
             n.data(1, 1, "", false, true, 1);
-            n.commit();
+            n.commit(1, true);
         }
         assert_eq!(n.seq, (301 % 256) as u8);
         let b = Payload::decode(&n.birth(None, "", 0)[..]).unwrap();
@@ -665,6 +910,70 @@ mod tests {
         assert!(!n.register(SNAP));
         assert!(n.register(&format!("{SNAP}other{{x=\"1\"}} 2\n")));
         assert_eq!(n.series(), 7);
+    }
+
+    #[test]
+    fn equipment_series_are_devices_born_apart_from_the_node() {
+        let eq = |id: &str, v: u32| {
+            format!("# TYPE copilot_equipment_requests_total counter\ncopilot_equipment_requests_total{{plant_id=\"p\",equipment_id=\"{id}\"}} {v}\n")
+        };
+        let snap1 = format!("{SNAP}{}", eq("press-01", 1));
+        let mut n = Node::new(0);
+        let b = Payload::decode(&n.birth(Some((1, 100, &snap1)), "", 100)[..]).unwrap();
+        assert!(
+            b.metrics
+                .iter()
+                .all(|m| !m.name.as_deref().unwrap_or("").contains("equipment_id")),
+            "the NBIRTH lists no device series"
+        );
+        assert!(n.device_births_due());
+        let db = n.device_births(100, &snap1, 100);
+        assert_eq!(db.len(), 1);
+        assert_eq!(
+            (db[0].kind, &*db[0].device),
+            (DeviceMessage::Birth, "press-01")
+        );
+        let p = Payload::decode(&db[0].payload[..]).unwrap();
+        assert_eq!(p.seq, Some(1), "DBIRTH follows NBIRTH");
+        assert_eq!(p.metrics.len(), 1);
+        assert_eq!(p.metrics[0].value, Some(Value::DoubleValue(1.0)));
+        // The first data: DDATA (seq 2) with the device's series, then the NDATA (seq 3).
+        let d = n.data(1, 100, &snap1, false, true, 101);
+        assert_eq!(d.messages(), 2);
+        assert_eq!(d.devices[0].kind, DeviceMessage::Data);
+        let dd = Payload::decode(&d.devices[0].payload[..]).unwrap();
+        assert_eq!((dd.seq, dd.metrics.len()), (Some(2), 1));
+        let nd = Payload::decode(&d.node[..]).unwrap();
+        assert_eq!(nd.seq, Some(3));
+        assert_eq!(nd.metrics.len(), 7, "record seq and the six node series");
+        n.commit(d.messages(), true);
+        // A new piece of equipment: no NBIRTH, one DBIRTH; unchanged devices send nothing.
+        let snap2 = format!("{snap1}{}", eq("press-02", 5).lines().nth(1).unwrap());
+        let snap2 = format!("{snap2}\n");
+        assert!(!n.register(&snap2), "a new device is not a node rebirth");
+        let db = n.device_births(200, &snap2, 200);
+        assert_eq!(db.len(), 1);
+        assert_eq!(&*db[0].device, "press-02");
+        assert_eq!(Payload::decode(&db[0].payload[..]).unwrap().seq, Some(4));
+        let d = n.data(2, 200, &snap2, false, true, 201);
+        assert_eq!(d.devices.len(), 1, "only the new device's series is sent");
+        assert_eq!(&*d.devices[0].device, "press-02");
+        n.commit(d.messages(), true);
+        // A device that gains a series is born again: DDEATH, then DBIRTH with both.
+        let snap3 = format!("{snap2}copilot_equipment_requests_total{{plant_id=\"q\",equipment_id=\"press-01\"}} 2\n");
+        assert!(!n.register(&snap3));
+        let db = n.device_births(300, &snap3, 300);
+        assert_eq!(
+            db.iter().map(|m| m.kind).collect::<Vec<_>>(),
+            [DeviceMessage::Death, DeviceMessage::Birth]
+        );
+        assert_eq!(
+            Payload::decode(&db[1].payload[..]).unwrap().metrics.len(),
+            2
+        );
+        // A rebirth of the node makes every device due again.
+        n.birth(None, &snap3, 400);
+        assert_eq!(n.device_births(400, &snap3, 400).len(), 2);
     }
 
     #[test]
