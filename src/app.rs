@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 use crate::auth::{self, AuthCell};
+use crate::clock::now_ms;
 use crate::config::{self, Config, ConfigError, Problem};
 use crate::diagnose::{self, DiagnoseEngine, EngineSettings};
 use crate::http::{self, AppState};
@@ -28,7 +29,7 @@ use crate::sinks::mqtt::MqttSink;
 use crate::sinks::pushgateway::PushgatewaySink;
 use crate::sinks::remote_write::RemoteWriteSink;
 use crate::spool::segment::Kind;
-use crate::spool::{now_ms, Spool};
+use crate::spool::Spool;
 
 /// Creates a directory the agent owns with `mode` (whatever the umask), or checks it is one.
 /// Creates a directory the agent owns, or tightens an existing one to `mode`; returns the mode it
@@ -267,23 +268,6 @@ fn ablation_table(
     Ok(out)
 }
 
-/// Re-reads the knowledge base, lexicon and asset register on SIGHUP (`systemctl reload`).
-/// A set that does not load keeps the engine in use and logs why; requests in flight keep the
-/// engine snapshot they started with.
-fn configured_sinks(cfg: &Config) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if cfg.mqtt.is_some() {
-        v.push(crate::sinks::mqtt::NAME);
-    }
-    if cfg.pushgateway.is_some() {
-        v.push(crate::sinks::pushgateway::NAME);
-    }
-    if cfg.remote_write.is_some() {
-        v.push(crate::sinks::remote_write::NAME);
-    }
-    v
-}
-
 /// How often the tokens file is checked for changes.
 const TOKENS_POLL: Duration = Duration::from_secs(2);
 
@@ -307,6 +291,9 @@ fn refresh_tokens(state: &AppState) {
     }
 }
 
+/// Re-reads the knowledge base, lexicon and asset register on SIGHUP (`systemctl reload`), and
+/// the tokens file when it changes. A set that does not load keeps the engine in use and logs
+/// why; requests in flight keep the engine snapshot they started with.
 async fn run_reloads(cfg: Arc<Config>, state: Arc<AppState>, stop: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = match signal(SignalKind::hangup()) {
@@ -482,7 +469,7 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
         started,
         gateway_id: cfg.identity.gateway_id.clone(),
         site: cfg.identity.site_plant_id.clone(),
-        sinks: configured_sinks(&cfg),
+        sinks: crate::sinks::enabled(&cfg),
         auth_failures: auth::AuthFailures::new(),
         host_names: http::host_names(&cfg.server.allowed_hosts),
     });
@@ -603,11 +590,7 @@ struct Telemetry {
 
 impl Telemetry {
     fn start(cfg: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Telemetry> {
-        // The sinks that drain the spool (the Pushgateway only ever takes the newest values).
-        let sinks: Vec<&str> = configured_sinks(cfg)
-            .into_iter()
-            .filter(|&s| s != crate::sinks::pushgateway::NAME)
-            .collect();
+        let sinks = crate::sinks::draining_spool(cfg);
         let spool = Spool::open(&cfg.spool, &sinks, metrics.clone()).context("spool")?;
         if sinks.is_empty() {
             // Nothing would ever drain it: keep the directory (for `spool status`), spool nothing.
@@ -689,7 +672,7 @@ fn log_writer(spool: Arc<Spool>, rx: std::sync::mpsc::Receiver<Vec<u8>>, stop: A
         if !batch.is_empty() {
             let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
             // Refusals are counted and reported by the spool itself.
-            let _ = spool.append(Kind::Log, now_ms(), &refs);
+            spool.append(Kind::Log, now_ms(), &refs);
             batch.clear();
         }
         if stopping {
@@ -718,9 +701,8 @@ async fn run_snapshots(
             _ = tick.tick() => false,
         };
         let text = metrics.render();
-        if let Err(e) = spool.append(Kind::Metrics, now_ms(), &[&text]) {
-            error!(error = %e, "snapshot_append_failed");
-        }
+        // A refused append is counted and reported by the spool (a disk fault is its state).
+        spool.append(Kind::Metrics, now_ms(), &[&text]);
         if last {
             return;
         }

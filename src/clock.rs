@@ -29,10 +29,37 @@ static MEASURED: Mutex<Option<(i64, Instant)>> = Mutex::new(None);
 /// measured has been stepped, and the measurement no longer holds.
 const STEP_MS: i64 = 5_000;
 
-fn wall_ms() -> i64 {
+/// Unix time in ms by the wall clock (0 before 1970). Everything that stamps or compares wall
+/// times reads it here.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The civil date `(year, month 1..=12, day 1..=31)` of `days` since 1970-01-01, proleptic
+/// Gregorian (Howard Hinnant's `civil_from_days`).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// Days since 1970-01-01 of a civil date (the inverse of [`civil_from_days`]).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = year - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// The receivers' clock minus ours is known and still holds (no step since it was measured):
@@ -40,7 +67,7 @@ fn wall_ms() -> i64 {
 pub fn fresh_skew_ms() -> Option<i64> {
     let skew = skew_seconds()?;
     let (wall_at, mono_at) = (*MEASURED.lock().unwrap_or_else(|e| e.into_inner()))?;
-    let drift = (wall_ms() - wall_at) - mono_at.elapsed().as_millis() as i64;
+    let drift = (now_ms() - wall_at) - mono_at.elapsed().as_millis() as i64;
     (drift.abs() <= STEP_MS).then_some(skew * 1000)
 }
 
@@ -52,7 +79,7 @@ pub fn skew_is_stale() -> bool {
 
 /// The receivers' time now, in ms, when a fresh measurement gives it.
 pub fn receiver_now_ms() -> Option<i64> {
-    fresh_skew_ms().map(|s| wall_ms() - s)
+    fresh_skew_ms().map(|s| now_ms() - s)
 }
 
 /// The last measured skew (local minus receiver, seconds), once a receiver has answered.
@@ -74,7 +101,7 @@ pub fn observe_http_date(source: &str, value: &[u8]) {
 
 fn record(source: &str, skew: i64) {
     SKEW.store(skew, Ordering::Relaxed);
-    *MEASURED.lock().unwrap_or_else(|e| e.into_inner()) = Some((wall_ms(), Instant::now()));
+    *MEASURED.lock().unwrap_or_else(|e| e.into_inner()) = Some((now_ms(), Instant::now()));
     let wrong = skew.abs() > TOLERANCE_SECS;
     if SKEWED.swap(wrong, Ordering::Relaxed) != wrong {
         if wrong {
@@ -197,7 +224,7 @@ pub fn boot_ms() -> i64 {
 /// The moment the boot clock read `boot_at_ms`, in today's wall clock: what the wall clock read
 /// then had it never been stepped since.
 pub fn wall_of_boot_ms(boot_at_ms: i64) -> i64 {
-    wall_ms() - (boot_ms() - boot_at_ms).max(0)
+    now_ms() - (boot_ms() - boot_at_ms).max(0)
 }
 
 /// Ages of spool records from the boot clock, not the wall clock.
@@ -219,7 +246,7 @@ const MAX_MARKS: usize = 64;
 impl Default for Timeline {
     fn default() -> Self {
         Timeline {
-            marks: vec![(0, wall_ms() - boot_ms())],
+            marks: vec![(0, now_ms() - boot_ms())],
         }
     }
 }
@@ -291,6 +318,18 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn civil_dates_round_trip() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(days_from_civil(2026, 12, 7), 20_794);
+        for d in (-800_000..800_000).step_by(997) {
+            let (y, m, day) = civil_from_days(d);
+            assert_eq!(days_from_civil(y, m, day), d);
+        }
+    }
 
     #[test]
     fn record_ages_follow_the_boot_clock_across_steps() {

@@ -1,7 +1,7 @@
 //! File-system helpers shared by every module that replaces a file: one atomic write.
 //!
-//! [`write_atomic`] is the only way the agent and its CLI replace a small state file (tokens,
-//! the first-start token). Readers see the old content or the new, never a part of it, and two
+//! [`write_atomic`] is the only way the agent and its CLI replace a file (tokens, the first-start
+//! token, sink state, Sparkplug bdSeq, spool cursors and repaired segments, the weekly report). Readers see the old content or the new, never a part of it, and two
 //! writers never share a temporary file.
 
 use std::io::Write;
@@ -38,7 +38,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
-        sync_dir(path.parent())
+        match sync_dir(path.parent()) {
+            // Not every file system can fsync a directory (EINVAL); the rename stands.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+            r => r,
+        }
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -11,8 +11,9 @@
 //!   tokens file, and shuts down in order; `eval` and its ablation table.
 //!
 //! **Serving the plant LAN**
-//! - [`http`]: hyper 1.x server (connection bounds, fair share of slots, Host check), routes and
-//!   handlers, API errors; the only hyper user on the serving side.
+//! - [`http`]: hyper 1.x server (connection bounds, fair share of slots, Host check), routing,
+//!   one handler module per endpoint (`http/routes/`: probes, status, diagnose, feedback,
+//!   console), API errors; the only hyper user on the serving side.
 //! - [`console`]: the technician console and the gateway status page, embedded web files.
 //! - [`auth`]: bearer tokens (SHA-256 at rest, constant-time comparison), the locked tokens file
 //!   `copilot-edge token` manages, the first-start token, the per-address guessing slow-down.
@@ -27,20 +28,23 @@
 //! - [`metrics`]: every Prometheus metric and the cardinality bounds on request labels.
 //! - [`logging`]: JSON log lines to stdout and counter-named rotating files, and log shipping
 //!   to the spool.
-//! - [`clock`]: the wall clock against the receivers' HTTP `Date` (skew gauge and events).
+//! - [`clock`]: where time lives: the wall clock against the receivers' HTTP `Date` (skew gauge
+//!   and events), record stamps that never go backwards, ages from the boot clock, civil dates.
 //! - [`notify`]: systemd readiness and watchdog notifications.
 //! - [`report`]: the weekly health report, computed from a Prometheus server's HTTP API.
 //!
 //! **Store and forward**
-//! - [`spool`]: the on-disk, append-only, crash-safe buffer of telemetry records.
-//! - [`sinks`]: the uplinks that drain the spool: MQTT (text, gzip, Sparkplug B), Prometheus
-//!   remote write, Pushgateway.
+//! - [`spool`]: the on-disk, append-only, crash-safe buffer of telemetry records (it knows
+//!   nothing of sinks but their cursor names).
+//! - [`sinks`]: the uplinks that drain the spool: MQTT (text, gzip, Sparkplug B with devices),
+//!   Prometheus remote write, Pushgateway; which are enabled, and `spool status`.
 //! - [`httpc`]: a minimal outbound HTTP/1.1 client (remote write, Pushgateway, LLM).
 //! - [`tls`]: rustls client settings shared by every uplink.
 //!
 //! **Helpers**
 //! - [`compress`]: gzip for MQTT payloads and the gzip-compressed files built into the binary.
-//! - [`fsutil`]: the one atomic file replacement (private temporary file, fsync, rename, dir fsync).
+//! - [`fsutil`]: the one atomic file replacement (private temporary file, fsync, rename, dir
+//!   fsync) for every file the agent replaces.
 //! - [`memtrim`]: hands freed heap back to the OS after bursts (glibc).
 //! - [`ids`]: fast trace and request ids.
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use copilot_edge::cli::{Cli, Command, SpoolCommand, TokenCommand};
 use copilot_edge::config::{self, Environment};
-use copilot_edge::{app, auth, report, spool};
+use copilot_edge::{app, auth, report};
 
 /// EX_CONFIG from sysexits.h; the unit file sets `RestartPreventExitStatus=78`.
 const EX_CONFIG: u8 = 78;
@@ -49,14 +49,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { path } => {
             match config::load(Some(&path), &env).and_then(|c| app::preflight(&c).map(|_| c)) {
                 Ok(c) => {
-                    let sinks: Vec<&str> = [
-                        ("mqtt", c.mqtt.is_some()),
-                        ("remote_write", c.remote_write.is_some()),
-                        ("pushgateway", c.pushgateway.is_some()),
-                    ]
-                    .into_iter()
-                    .filter_map(|(n, on)| on.then_some(n))
-                    .collect();
+                    let sinks = copilot_edge::sinks::enabled(&c);
                     emit(&format!(
                         "{}: ok (listen {}, {} sink(s) enabled{})\n",
                         path.display(),
@@ -85,7 +78,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EX_CONFIG);
                 }
             };
-            match spool::status_report(&cfg) {
+            match copilot_edge::sinks::status_report(&cfg) {
                 Ok(text) => emit(&text),
                 Err(e) => {
                     eprintln!("spool status: {e}");

@@ -1,7 +1,8 @@
 //! How numbers are shown, in one place so the Markdown, the HTML and the health reasons round
 //! the same way (and the rounding stated in the report is the rounding applied):
 //! percentages to 2 decimals, latency to 0.1 ms, counts to whole numbers with thousands
-//! separators, money to the cent, ratings to 2 decimals, durations to the minute.
+//! separators, money to the cent, ratings to 2 decimals, durations to the minute. Also the
+//! HTML escaping the page and its charts share.
 
 /// `0.991076` → `99.11%`.
 pub fn pct(ratio: f64) -> String {
@@ -59,12 +60,28 @@ pub fn duration(secs: i64) -> String {
     }
 }
 
+/// Escapes text for HTML element content and attribute values.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn numbers() {
+    fn numbers_round_as_the_report_states() {
         let cases: &[(String, &str)] = &[
             (pct(0.991076), "99.11%"),
             (pct(0.05), "5.00%"),
@@ -87,7 +104,7 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
+    fn durations_round_to_the_minute() {
         let cases = [
             (0, "<1m"),
             (29, "<1m"),

@@ -335,7 +335,7 @@ mod tests {
     use crate::report::week::{Date, Week};
 
     #[test]
-    fn bands() {
+    fn figures_fall_in_green_amber_red_bands_at_their_bounds() {
         use Status::*;
         let cases: &[(&str, Status, Status)] = &[
             ("uptime 1.0", uptime(1.0), Green),

@@ -301,7 +301,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn urls() {
+    fn urls_split_into_authority_and_prefix_or_are_refused() {
         let ok = [
             ("http://127.0.0.1:9090", "127.0.0.1:9090", ""),
             ("http://prom:9090/", "prom:9090", ""),
@@ -360,7 +360,7 @@ mod tests {
     }
 
     #[test]
-    fn matrices() {
+    fn matrices_parse_and_other_result_types_are_refused() {
         let m = parse_matrix(&json!({"resultType": "matrix", "result": [
             {"metric": {"alertname": "A"}, "values": [[10, "1"], [70, "1"]]}
         ]}))

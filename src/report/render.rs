@@ -9,27 +9,11 @@
 
 use std::fmt::Write as _;
 
-use super::fmt::{count, duration, ms, pct, score, usd};
+use super::fmt::{count, duration, escape_html, ms, pct, score, usd};
 use super::health::{self, Assessment, Figure, Status};
 use super::model::*;
 use super::svg;
 use super::week::{clock, datetime, Date, DAY};
-
-/// Escapes text for HTML element content and attribute values.
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// Escapes text for a Markdown table cell (pipes, backslashes, line breaks, markup).
 pub fn escape_md(s: &str) -> String {
@@ -732,7 +716,7 @@ mod tests {
     }
 
     #[test]
-    fn escaping() {
+    fn html_and_markdown_text_is_escaped() {
         assert_eq!(
             escape_html(r#"<a href="x">&'"#),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"

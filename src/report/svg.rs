@@ -3,7 +3,7 @@
 //! SVG 1.1 that an HTML5 page may contain inline. The y axis runs from 0 to a "nice" maximum
 //! (1, 2, 2.5 or 5 × 10ⁿ) at or above the largest value, so gridlines land on round numbers.
 
-use super::render::escape_html;
+use super::fmt::escape_html;
 
 /// Chart width and height in px.
 pub const WIDTH: f64 = 560.0;
@@ -190,7 +190,7 @@ mod tests {
     }
 
     #[test]
-    fn scaling() {
+    fn values_scale_into_the_plot_area_and_clamp() {
         let bottom = HEIGHT - BOTTOM;
         assert_eq!(y_of(0.0, 100.0), bottom);
         assert_eq!(y_of(100.0, 100.0), TOP);

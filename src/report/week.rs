@@ -48,27 +48,17 @@ impl Date {
 
     /// Days since 1970-01-01.
     pub fn days(self) -> i64 {
-        let y = i64::from(self.year) - i64::from(self.month <= 2);
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let m = i64::from(self.month);
-        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(self.day) - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        era * 146_097 + doe - 719_468
+        crate::clock::days_from_civil(i64::from(self.year), self.month, self.day)
     }
 
     /// The date `days` days after 1970-01-01.
     pub fn from_days(days: i64) -> Date {
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
-        Date { year, month, day }
+        let (year, month, day) = crate::clock::civil_from_days(days);
+        Date {
+            year: year as i32,
+            month,
+            day,
+        }
     }
 
     /// 0 = Monday .. 6 = Sunday.
@@ -222,7 +212,7 @@ mod tests {
     }
 
     #[test]
-    fn weekdays() {
+    fn weekdays_from_dates_across_leap_years() {
         let cases = [
             ("1970-01-01", "Thu"),
             ("2026-11-09", "Mon"),
@@ -275,7 +265,7 @@ mod tests {
     }
 
     #[test]
-    fn formatting() {
+    fn times_format_as_date_clock_and_rfc3339() {
         let t = Date::parse("2026-11-11").unwrap().days() * DAY + 14 * 3600 + 5 * 60 + 7;
         assert_eq!(datetime(t), "2026-11-11 14:05");
         assert_eq!(clock(t), "14:05");

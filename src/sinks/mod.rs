@@ -113,6 +113,102 @@ pub fn state_since_ms(file: &serde_json::Value) -> Option<i64> {
     }
 }
 
+/// The sinks `cfg` enables, in a fixed order.
+pub fn enabled(cfg: &crate::config::Config) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if cfg.mqtt.is_some() {
+        v.push(mqtt::NAME);
+    }
+    if cfg.pushgateway.is_some() {
+        v.push(pushgateway::NAME);
+    }
+    if cfg.remote_write.is_some() {
+        v.push(remote_write::NAME);
+    }
+    v
+}
+
+/// The enabled sinks that drain the spool (the Pushgateway only ever takes the newest values).
+pub fn draining_spool(cfg: &crate::config::Config) -> Vec<&'static str> {
+    enabled(cfg)
+        .into_iter()
+        .filter(|&s| s != pushgateway::NAME)
+        .collect()
+}
+
+/// `copilot-edge spool status`: the spool directory and each sink's backlog and link state, read
+/// from the files the service writes, without modifying anything (safe while it runs).
+pub fn status_report(cfg: &crate::config::Config) -> Result<String, crate::spool::SpoolError> {
+    let dir = &cfg.spool.dir;
+    let mut out = format!("spool {}\n", dir.display());
+    let Some(spool) = crate::spool::inspect(dir)? else {
+        out.push_str("  empty (no segments yet)\n");
+        return Ok(out);
+    };
+    let records = &spool.records;
+    out.push_str(&format!(
+        "  segments: {}  bytes: {}  (max {})\n",
+        spool.segments, spool.bytes, cfg.spool.max_bytes
+    ));
+    out.push_str(&format!(
+        "  records: {}  seq {}..{}\n",
+        records.len(),
+        records.first().map_or(0, |r| r.0),
+        records.last().map_or(0, |r| r.0)
+    ));
+    let now = crate::clock::now_ms();
+    // The configured sinks, then any other with a cursor (a sink configured before).
+    let mut sinks: Vec<String> = draining_spool(cfg).iter().map(|s| s.to_string()).collect();
+    for (name, _) in &spool.cursors {
+        if !sinks.contains(name) {
+            sinks.push(name.clone());
+        }
+    }
+    let states = read_states(dir);
+    for s in &sinks {
+        let acked = spool
+            .cursors
+            .iter()
+            .find(|(n, _)| n == s)
+            .map_or(0, |c| c.1);
+        let pending: Vec<&(u64, i64)> = records.iter().filter(|r| r.0 > acked).collect();
+        let age = pending.first().map_or("-".to_string(), |r| {
+            format!("{:.0}s", (now - r.1).max(0) as f64 / 1000.0)
+        });
+        out.push_str(&format!(
+            "  sink {s}: delivered up to seq {acked}, backlog {} records, oldest {age}{}\n",
+            pending.len(),
+            link_state(&states, s, now)
+        ));
+    }
+    // Sinks without a backlog (the Pushgateway) have a link state only.
+    for (name, _) in &states {
+        if !sinks.contains(name) {
+            out.push_str(&format!(
+                "  sink {name}:{}\n",
+                link_state(&states, name, now)
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// `, link auth_failed for 42s (last error: …)` from a sink's state file, or nothing.
+fn link_state(states: &[(String, serde_json::Value)], sink: &str, now: i64) -> String {
+    let Some((_, v)) = states.iter().find(|(n, _)| n == sink) else {
+        return String::new();
+    };
+    let state = v["state"].as_str().unwrap_or("unknown");
+    let since = state_since_ms(v).map_or(0, |t| (now - t).max(0) / 1000);
+    let mut out = format!(", link {state} for {since}s");
+    if state != "online" {
+        if let Some(e) = v["last_error"].as_str().filter(|e| !e.is_empty()) {
+            out.push_str(&format!(" (last error: {e})"));
+        }
+    }
+    out
+}
+
 /// A sink's link state, kept in one place for every sink: the `up`/`auth_failed` gauges, one
 /// `sink_offline`/`sink_auth_failed` event per change (not per attempt), and a small JSON file
 /// `<spool dir>/sinks/<sink>.json` written on each change, which `copilot-edge spool status`
@@ -147,7 +243,7 @@ impl SinkHealth {
             metrics,
             file: state_dir.join("sinks").join(format!("{sink}.json")),
             link: None,
-            since_ms: crate::spool::now_ms(),
+            since_ms: crate::clock::now_ms(),
             since_boot_ms: crate::clock::boot_ms(),
             last_error: String::new(),
             last_success_ms: None,
@@ -157,7 +253,7 @@ impl SinkHealth {
     /// A delivery succeeded. Returns true when the sink was not online before (the caller logs
     /// its own `sink_online` with what it knows: broker, url, acknowledged sequence).
     pub fn delivered(&mut self) -> bool {
-        let now = crate::spool::now_ms();
+        let now = crate::clock::now_ms();
         let m = &self.metrics.sink;
         m.up.with_label_values(&[self.sink]).set(1);
         m.last_success
@@ -204,7 +300,7 @@ impl SinkHealth {
             return false;
         }
         self.link = Some(link);
-        self.since_ms = crate::spool::now_ms();
+        self.since_ms = crate::clock::now_ms();
         self.since_boot_ms = crate::clock::boot_ms();
         self.metrics
             .sink

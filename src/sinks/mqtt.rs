@@ -45,10 +45,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::sparkplug::{self, Node};
 use super::{log_json, metrics_json, prometheus_with_timestamps, Backoff, SinkError, SinkHealth};
+use crate::clock::now_ms;
 use crate::config::{MqttFormat, MqttSinkConfig};
 use crate::metrics::Metrics;
 use crate::spool::segment::{Kind, Record};
-use crate::spool::{now_ms, Spool};
+use crate::spool::Spool;
 
 /// Sink name, the `sink` label value and the spool cursor name.
 pub const NAME: &str = "mqtt";

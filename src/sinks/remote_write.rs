@@ -27,11 +27,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{parse_samples, Backoff, SinkError, SinkHealth};
+use crate::clock::now_ms;
 use crate::config::RemoteWriteSinkConfig;
 use crate::httpc;
 use crate::metrics::Metrics;
 use crate::spool::segment::{Kind, Record};
-use crate::spool::{now_ms, Spool};
+use crate::spool::Spool;
 
 /// Sink name, the `sink` label value and the spool cursor name.
 pub const NAME: &str = "remote_write";
@@ -123,10 +124,22 @@ pub fn snapshots_to_series(snapshots: &[&Record], external: &[(String, String)])
 /// change; retrying it would stall the backlog behind it forever (found by `tests/fleet`).
 fn refuses_data(status: u16, body: &[u8]) -> bool {
     matches!(status, 400 | 409 | 413 | 422)
-        || (status == 500 && {
-            let b = String::from_utf8_lossy(&body[..body.len().min(300)]);
-            b.contains("too old sample") || b.contains("out of bounds")
-        })
+        || (status == 500
+            && refused_for_time(&String::from_utf8_lossy(&body[..body.len().min(300)])))
+}
+
+/// A receiver's refusal that names the samples' time (Prometheus "too old sample", "out of
+/// bounds", "out of order"; VictoriaMetrics "too small timestamp" / "too big timestamp").
+fn refused_for_time(message: &str) -> bool {
+    [
+        "too old sample",
+        "out of bounds",
+        "out of order",
+        "too small timestamp",
+        "too big timestamp",
+    ]
+    .iter()
+    .any(|p| message.contains(p))
 }
 
 enum Outcome {
@@ -366,7 +379,10 @@ impl RemoteWriteSink {
                         .inc_by(batch.len() as u64);
                     m.errors.with_label_values(&[NAME, "rejected"]).inc();
                     if let Some(suppressed) = rejections.hit() {
-                        tracing::warn!(sink = NAME, status, error = %message, records = batch.len(), first_seq = batch[0].seq, last_seq, similar_suppressed = suppressed, "sink_batch_rejected");
+                        // A refusal by time is a clock problem until shown otherwise: say so,
+                        // with the record's time and the skew measured.
+                        let cause = refused_for_time(&message).then_some("record_time");
+                        tracing::warn!(sink = NAME, status, error = %message, records = batch.len(), first_seq = batch[0].seq, last_seq, record_ts_ms = batch[0].ts_ms, cause, clock_skew_seconds = crate::clock::skew_seconds(), similar_suppressed = suppressed, "sink_batch_rejected");
                     }
                     if let Err(e) = self.spool.ack(NAME, last_seq) {
                         tracing::error!(sink = NAME, error = %e, "sink_ack_failed");
@@ -399,13 +415,14 @@ mod tests {
         // Prometheus 2.42's answer to a sample older than its out-of-order window.
         assert!(refuses_data(500, b"too old sample\n"));
         assert!(refuses_data(500, b"out of bounds"));
+        assert!(refuses_data(500, b"out of order sample"));
         assert!(!refuses_data(503, b"too old sample"));
     }
 
     use super::*;
 
     #[test]
-    fn varints() {
+    fn varints_encode_seven_bits_per_byte_low_first() {
         for (v, want) in [
             (0u64, vec![0u8]),
             (1, vec![1]),

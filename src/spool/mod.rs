@@ -35,10 +35,11 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use self::segment::{Decoded, Kind, Record};
-use crate::config::{Config, SpoolConfig};
+use crate::clock::now_ms;
+use crate::config::SpoolConfig;
 use crate::logging::Throttle;
 use crate::metrics::Metrics;
 
@@ -60,13 +61,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Current unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[derive(Debug, Clone)]
@@ -217,19 +211,10 @@ fn fsync_dir(dir: &Path) -> Result<(), SpoolError> {
         .map_err(io_err(dir))
 }
 
-/// Writes `contents` to `path` crash-safely: temp file, fsync, rename, fsync the directory.
+/// Replaces `path` crash-safely ([`crate::fsutil::write_atomic`]; private like everything in the
+/// spool directory).
 fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), SpoolError> {
-    let tmp = path.with_extension("tmp");
-    let written = File::create(&tmp)
-        .and_then(|mut f| f.write_all(contents).and_then(|_| f.sync_all()))
-        .map_err(io_err(&tmp));
-    if let Err(e) = written {
-        // A full disk: leave no half-written temp file behind.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
-    fsync_dir(path.parent().unwrap_or(Path::new(".")))
+    crate::fsutil::write_atomic(path, contents, 0o600).map_err(io_err(path))
 }
 
 /// Free bytes available to us on the file system holding `dir`.
@@ -427,14 +412,9 @@ impl Spool {
     /// refused the write). A refused write leaves no partial record behind and is counted, not
     /// returned as an error: a full disk is a state of the spool ([`Spool::disk_fault`]),
     /// reported when it starts, once a minute while it lasts, and when it ends.
-    pub fn append(
-        &self,
-        kind: Kind,
-        ts_ms: i64,
-        payloads: &[&[u8]],
-    ) -> Result<Vec<u64>, SpoolError> {
+    pub fn append(&self, kind: Kind, ts_ms: i64, payloads: &[&[u8]]) -> Vec<u64> {
         if payloads.is_empty() {
-            return Ok(Vec::new());
+            return Vec::new();
         }
         let mut g = self.lock();
         let incoming: u64 = payloads
@@ -449,7 +429,7 @@ impl Spool {
                     DiskFault::BelowFloor { free, floor },
                     payloads.len() as u64,
                 );
-                return Ok(Vec::new());
+                return Vec::new();
             }
         }
         let ts_ms = g.clock.stamp(ts_ms);
@@ -471,7 +451,7 @@ impl Spool {
                 self.update_gauges(&g);
                 drop(g);
                 self.appended.notify_waiters();
-                Ok(seqs)
+                seqs
             }
             Err(e) => {
                 self.refuse(
@@ -479,7 +459,7 @@ impl Spool {
                     DiskFault::WriteFailed(e.to_string()),
                     payloads.len() as u64,
                 );
-                Ok(Vec::new())
+                Vec::new()
             }
         }
     }
@@ -912,35 +892,30 @@ fn segment_files(segdir: &Path) -> Result<Vec<PathBuf>, SpoolError> {
     Ok(files)
 }
 
-/// `, link auth_failed for 42s (last error: …)` from a sink's state file, or nothing.
-fn link_state(states: &[(String, serde_json::Value)], sink: &str, now: i64) -> String {
-    let Some((_, v)) = states.iter().find(|(n, _)| n == sink) else {
-        return String::new();
-    };
-    let state = v["state"].as_str().unwrap_or("unknown");
-    let since = crate::sinks::state_since_ms(v).map_or(0, |t| (now - t).max(0) / 1000);
-    let mut out = format!(", link {state} for {since}s");
-    if state != "online" {
-        if let Some(e) = v["last_error"].as_str().filter(|e| !e.is_empty()) {
-            out.push_str(&format!(" (last error: {e})"));
-        }
-    }
-    out
+/// What `inspect` reads from a spool directory.
+#[derive(Debug, Default)]
+pub struct Inspection {
+    /// Segment files and their total size.
+    pub segments: usize,
+    pub bytes: u64,
+    /// `(seq, ts_ms)` of every readable record, in order.
+    pub records: Vec<(u64, i64)>,
+    /// Each consumer's acknowledged sequence number, from its cursor file.
+    pub cursors: Vec<(String, u64)>,
 }
 
-/// `copilot-edge spool status`: reads the spool directory without modifying anything, so it is
-/// safe while the service runs.
-pub fn status_report(cfg: &Config) -> Result<String, SpoolError> {
-    let dir = &cfg.spool.dir;
+/// Reads a spool directory without modifying anything (safe while the service runs; segments
+/// deleted meanwhile are skipped). `None` when it has no segments directory yet.
+pub fn inspect(dir: &Path) -> Result<Option<Inspection>, SpoolError> {
     let segdir = dir.join("segments");
-    let mut out = format!("spool {}\n", dir.display());
     if !segdir.exists() {
-        out.push_str("  empty (no segments yet)\n");
-        return Ok(out);
+        return Ok(None);
     }
     let files = segment_files(&segdir)?;
-    let mut records: Vec<(u64, i64)> = Vec::new();
-    let mut bytes = 0u64;
+    let mut out = Inspection {
+        segments: files.len(),
+        ..Default::default()
+    };
     for f in &files {
         let buf = match std::fs::read(f) {
             Ok(b) => b,
@@ -952,67 +927,24 @@ pub fn status_report(cfg: &Config) -> Result<String, SpoolError> {
                 })
             }
         };
-        bytes += buf.len() as u64;
-        let s = segment::scan(&buf, records.last().map_or(0, |r| r.0));
-        records.extend(s.records.iter().map(|(r, _)| (r.seq, r.ts_ms)));
+        out.bytes += buf.len() as u64;
+        let s = segment::scan(&buf, out.records.last().map_or(0, |r| r.0));
+        out.records
+            .extend(s.records.iter().map(|(r, _)| (r.seq, r.ts_ms)));
     }
-    out.push_str(&format!(
-        "  segments: {}  bytes: {}  (max {})\n",
-        files.len(),
-        bytes,
-        cfg.spool.max_bytes
-    ));
-    out.push_str(&format!(
-        "  records: {}  seq {}..{}\n",
-        records.len(),
-        records.first().map_or(0, |r| r.0),
-        records.last().map_or(0, |r| r.0)
-    ));
-    let now = now_ms();
-    let curdir = dir.join("cursors");
-    let mut sinks: Vec<String> = Vec::new();
-    if cfg.mqtt.is_some() {
-        sinks.push("mqtt".into());
-    }
-    if cfg.remote_write.is_some() {
-        sinks.push("remote_write".into());
-    }
-    if let Ok(rd) = std::fs::read_dir(&curdir) {
+    if let Ok(rd) = std::fs::read_dir(dir.join("cursors")) {
         for e in rd.flatten() {
             if let Some(n) = e.file_name().to_str().and_then(|n| n.strip_suffix(".ack")) {
-                if !sinks.iter().any(|s| s == n) {
-                    sinks.push(n.to_string());
-                }
+                let acked = std::fs::read_to_string(e.path())
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+                    .unwrap_or(0);
+                out.cursors.push((n.to_string(), acked));
             }
         }
     }
-    let states = crate::sinks::read_states(dir);
-    let sink_names = sinks.clone();
-    for s in sinks {
-        let acked: u64 = std::fs::read_to_string(curdir.join(format!("{s}.ack")))
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0);
-        let pending: Vec<&(u64, i64)> = records.iter().filter(|r| r.0 > acked).collect();
-        let age = pending.first().map_or("-".to_string(), |r| {
-            format!("{:.0}s", (now - r.1).max(0) as f64 / 1000.0)
-        });
-        out.push_str(&format!(
-            "  sink {s}: delivered up to seq {acked}, backlog {} records, oldest {age}{}\n",
-            pending.len(),
-            link_state(&states, &s, now)
-        ));
-    }
-    // Sinks without a backlog (the Pushgateway) have a link state only.
-    for (name, _) in &states {
-        if !sink_names.iter().any(|s| s == name) {
-            out.push_str(&format!(
-                "  sink {name}:{}\n",
-                link_state(&states, name, now)
-            ));
-        }
-    }
-    Ok(out)
+    out.cursors.sort();
+    Ok(Some(out))
 }
 
 #[cfg(test)]
@@ -1088,10 +1020,7 @@ mod tests {
         let m = metrics();
         let s = Spool::open(&cfg(&d, 1 << 20, 4096), &["a", "b"], m.clone()).unwrap();
         for i in 1..=100 {
-            assert_eq!(
-                s.append(Kind::Metrics, i as i64, &[&payload(i)]).unwrap(),
-                vec![i]
-            );
+            assert_eq!(s.append(Kind::Metrics, i as i64, &[&payload(i)]), vec![i]);
         }
         let r = s.read(0, 1000, usize::MAX).unwrap();
         assert_eq!(
@@ -1141,14 +1070,14 @@ mod tests {
         let d = tmp();
         let s = Spool::open(&cfg(&d, 1 << 20, 4096), &["a"], metrics()).unwrap();
         for i in 1..=10 {
-            s.append(Kind::Log, 0, &[&payload(i)]).unwrap();
+            s.append(Kind::Log, 0, &[&payload(i)]);
         }
         s.ack("a", 10).unwrap();
         s.flush().unwrap();
         drop(s);
         std::fs::remove_dir_all(d.join("segments")).unwrap();
         let s = Spool::open(&cfg(&d, 1 << 20, 4096), &["a"], metrics()).unwrap();
-        assert_eq!(s.append(Kind::Log, 0, &[b"x"]).unwrap(), vec![11]);
+        assert_eq!(s.append(Kind::Log, 0, &[b"x"]), vec![11]);
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -1158,7 +1087,7 @@ mod tests {
         let m = metrics();
         let s = Spool::open(&cfg(&d, 64 * 1024, 8 * 1024), &["a"], m.clone()).unwrap();
         for i in 1..=2000 {
-            s.append(Kind::Metrics, 0, &[&payload(i)]).unwrap();
+            s.append(Kind::Metrics, 0, &[&payload(i)]);
             let on_disk: u64 = std::fs::read_dir(d.join("segments"))
                 .unwrap()
                 .map(|e| e.unwrap().metadata().unwrap().len())
@@ -1182,21 +1111,18 @@ mod tests {
         let d = tmp();
         let m = metrics();
         let s = Spool::open(&cfg(&d, 1 << 20, 1 << 16), &["a"], m.clone()).unwrap();
-        assert_eq!(s.append(Kind::Log, 0, &[b"one"]).unwrap(), vec![1]);
+        assert_eq!(s.append(Kind::Log, 0, &[b"one"]), vec![1]);
         // The disk refuses the next writes (ENOSPC from /dev/full), though statvfs says there
         // is room: the records are dropped and counted, the fault is reported.
         let real = s.lock().active.take();
         s.lock().active = Some(OpenOptions::new().append(true).open("/dev/full").unwrap());
-        assert!(s
-            .append(Kind::Log, 0, &[b"two", b"three"])
-            .unwrap()
-            .is_empty());
+        assert!(s.append(Kind::Log, 0, &[b"two", b"three"]).is_empty());
         assert_eq!(m.spool.dropped.with_label_values(&["write_error"]).get(), 2);
         assert_eq!(m.spool.write_blocked.get(), 1);
         assert!(s.disk_fault().unwrap().contains("refused a write"));
         // The disk takes writes again: the next record follows the last one that was written.
         s.lock().active = real;
-        assert_eq!(s.append(Kind::Log, 0, &[b"four"]).unwrap(), vec![2]);
+        assert_eq!(s.append(Kind::Log, 0, &[b"four"]), vec![2]);
         assert_eq!(m.spool.write_blocked.get(), 0);
         assert!(s.disk_fault().is_none());
         let got: Vec<(u64, Vec<u8>)> = s
@@ -1220,7 +1146,7 @@ mod tests {
         let m = metrics();
         let s = Spool::open(&cfg(&d, 1 << 20, 1 << 16), &["a"], m.clone()).unwrap();
         for i in 1..=50 {
-            s.append(Kind::Metrics, 0, &[&payload(i)]).unwrap();
+            s.append(Kind::Metrics, 0, &[&payload(i)]);
         }
         drop(s);
         let seg = std::fs::read_dir(d.join("segments"))
@@ -1245,7 +1171,7 @@ mod tests {
         assert_eq!(seqs, want);
         assert_eq!(m.spool.corrupt.get(), 2);
         // Appends continue after the repaired tail, and a second open finds nothing to repair.
-        assert_eq!(s.append(Kind::Log, 0, &[b"after"]).unwrap(), vec![50]);
+        assert_eq!(s.append(Kind::Log, 0, &[b"after"]), vec![50]);
         drop(s);
         let s = Spool::open(&cfg(&d, 1 << 20, 1 << 16), &["a"], m.clone()).unwrap();
         assert_eq!(m.spool.corrupt.get(), 2);

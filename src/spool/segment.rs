@@ -213,7 +213,7 @@ mod tests {
     }
 
     #[test]
-    fn roundtrip() {
+    fn records_read_back_as_written() {
         let b = seg(3);
         let s = scan(&b, 0);
         assert_eq!(s.records.len(), 3);

@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use copilot_edge::clock::now_ms;
 use copilot_edge::config::{self, Config, Environment};
 use copilot_edge::diagnose::kb::{self, Document};
 use copilot_edge::diagnose::{
@@ -32,7 +33,7 @@ use copilot_edge::diagnose::{
 use copilot_edge::metrics::Metrics;
 use copilot_edge::sinks::sparkplug;
 use copilot_edge::spool::segment::Kind;
-use copilot_edge::spool::{now_ms, Spool};
+use copilot_edge::spool::Spool;
 
 /// The diagnose request of `tests/bench.d/diagnose.lua` (and of the reference's bench).
 const BODY: &str = r#"{"plant_id":"plant-7","equipment_id":"press-12","problem_description":"hydraulic press shows vibration above 5mm/s and coolant leak near the primary line"}"#;
@@ -682,11 +683,7 @@ fn main() {
     }
     let snapshot = &snapshot.as_bytes()[..20 * 1024];
     let st = b.run("spool: append 20 KB metrics snapshot", 10_000, "", || {
-        black_box(
-            spool
-                .append(Kind::Metrics, now_ms(), &[snapshot])
-                .expect("append"),
-        );
+        black_box(spool.append(Kind::Metrics, now_ms(), &[snapshot]));
     });
     b.note(format!(
         "{:.0} records/s, {:.0} MB/s",
@@ -708,11 +705,7 @@ fn main() {
         400_000,
         "",
         || {
-            black_box(
-                spool
-                    .append(Kind::Log, now_ms(), &[log.as_bytes()])
-                    .expect("append"),
-            );
+            black_box(spool.append(Kind::Log, now_ms(), &[log.as_bytes()]));
         },
     );
     b.note(format!(
@@ -726,7 +719,7 @@ fn main() {
         20_000,
         "",
         || {
-            black_box(spool.append(Kind::Log, now_ms(), &batch).expect("append"));
+            black_box(spool.append(Kind::Log, now_ms(), &batch));
         },
     );
     b.note(format!(
@@ -739,9 +732,7 @@ fn main() {
         20,
         "what a crash-safe append would cost; the agent flushes once a second",
         || {
-            spool
-                .append(Kind::Log, now_ms(), &[log.as_bytes()])
-                .expect("append");
+            spool.append(Kind::Log, now_ms(), &[log.as_bytes()]);
             spool.flush().expect("flush")
         },
     );

@@ -102,7 +102,7 @@ fn build_backlog(dir: &Path, hours: u64, logs_per_snapshot: usize) -> (u64, usiz
     }
     let spool = Spool::open(&cfg.spool, &["mqtt", "remote_write"], m.clone()).unwrap();
     let snapshots = hours * 3600 / 15;
-    let now = copilot_edge::spool::now_ms();
+    let now = copilot_edge::clock::now_ms();
     let start = now - (hours * 3600 * 1000) as i64;
     let log = br#"{"timestamp":"2026-11-26T10:00:00.000000Z","level":"info","event":"request_completed","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","method":"POST","path":"/v1/diagnose","status_code":200,"duration_ms":0.41,"user_id":"technician-42","plant_id":"plant-1","equipment_id":"eq-3","target":"copilot_edge::http::routes"}"#;
     let logs: Vec<&[u8]> = vec![log.as_slice(); logs_per_snapshot];
@@ -118,8 +118,8 @@ fn build_backlog(dir: &Path, hours: u64, logs_per_snapshot: usize) -> (u64, usiz
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty() && l[0] != b'#')
             .count();
-        records += spool.append(Kind::Metrics, ts, &[&text]).unwrap().len() as u64;
-        records += spool.append(Kind::Log, ts + 1, &logs).unwrap().len() as u64;
+        records += spool.append(Kind::Metrics, ts, &[&text]).len() as u64;
+        records += spool.append(Kind::Log, ts + 1, &logs).len() as u64;
     }
     spool.flush().unwrap();
     (records, size)

@@ -31,12 +31,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use copilot_edge::clock::now_ms;
 use copilot_edge::config::{self, Config, Environment};
 use copilot_edge::metrics::{agent, Metrics};
 use copilot_edge::sinks::mqtt::MqttSink;
 use copilot_edge::sinks::remote_write::{self, RemoteWriteSink};
 use copilot_edge::spool::segment::{Kind, Record};
-use copilot_edge::spool::{now_ms, Spool};
+use copilot_edge::spool::Spool;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
@@ -462,7 +463,7 @@ impl Gw {
     fn snapshot(&self, ts: i64) {
         self.traffic();
         let text = self.metrics.render();
-        self.spool.append(Kind::Metrics, ts, &[&text]).unwrap();
+        self.spool.append(Kind::Metrics, ts, &[&text]);
         self.snaps.lock().unwrap().push(ts);
     }
 

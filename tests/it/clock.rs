@@ -249,6 +249,13 @@ fn booted_in_the_past_then_stepped_forward() {
         },
     );
     assert!(refused >= 3.0);
+    // Said as what it most likely is: records refused for their time, with the skew measured.
+    a.wait_event("sink_batch_rejected", Duration::from_secs(5), |e| {
+        e["cause"] == "record_time"
+            && e["record_ts_ms"]
+                .as_i64()
+                .is_some_and(|t| t < step_at - 86_400_000)
+    });
 }
 
 /// One gateway's clock steps a day ahead next to a healthy gateway writing to the same

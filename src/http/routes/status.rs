@@ -1,0 +1,127 @@
+//! `GET /v1/status`: the gateway's state for plant IT and the status page.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hyper::StatusCode;
+use serde_json::json;
+
+use super::{json_response, Resp};
+use crate::http::AppState;
+
+/// `GET /v1/status`: the gateway's state for plant IT and the status page. Without a valid token
+/// it shows nothing sensitive (ids, version, counts, link states, backlog sizes); with one it adds
+/// the sinks' last error texts (which name hosts and URLs) and the recent warnings.
+pub(super) fn get(state: &AppState, authed: bool) -> Resp {
+    let engine = state.engine.get();
+    let rfc =
+        |ms: i64| crate::logging::rfc3339(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64));
+    let backlog = state
+        .spool
+        .as_ref()
+        .map(|s| s.backlog())
+        .unwrap_or_default();
+    let files = state
+        .spool
+        .as_ref()
+        .map(|s| crate::sinks::read_states(s.dir()))
+        .unwrap_or_default();
+    let m = &state.metrics.sink;
+    let sinks: Vec<serde_json::Value> = state
+        .sinks
+        .iter()
+        .map(|&name| {
+            let file = files.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+            let link = if m.auth_failed.with_label_values(&[name]).get() == 1 {
+                "auth_failed"
+            } else if m.up.with_label_values(&[name]).get() == 1 {
+                "online"
+            } else if file.is_some() {
+                "offline"
+            } else {
+                "unknown"
+            };
+            let last_success = m.last_success.with_label_values(&[name]).get();
+            let b = backlog.iter().find(|b| b.sink == name);
+            let mut v = json!({
+                "name": name,
+                "link": link,
+                "since": file.and_then(crate::sinks::state_since_ms).map(rfc),
+                "backlog_records": b.map_or(0, |b| b.pending_records),
+                "backlog_bytes": b.map_or(0, |b| b.pending_bytes),
+                "oldest_pending_age_seconds": b
+                    .and_then(|b| b.oldest_pending_age_ms)
+                    .map(|a| (a as f64 / 100.0).round() / 10.0),
+                "last_success": (last_success > 0.0).then(|| rfc((last_success * 1000.0) as i64)),
+            });
+            if authed {
+                v["last_error"] = json!(file.and_then(|f| f["last_error"].as_str()).unwrap_or(""));
+            }
+            v
+        })
+        .collect();
+    let spool = state.spool.as_ref().map(|s| {
+        let u = s.usage();
+        json!({
+            "bytes": u.bytes,
+            "max_bytes": u.max_bytes,
+            "free_disk_bytes": u.free_disk_bytes,
+            "min_free_bytes": u.min_free_bytes,
+            "write_blocked": u.write_blocked,
+        })
+    });
+    let started = SystemTime::now()
+        .checked_sub(state.started.elapsed())
+        .unwrap_or(UNIX_EPOCH);
+    let mut out = json!({
+        "gateway_id": state.gateway_id,
+        "site": state.site,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "started_at": crate::logging::rfc3339(started),
+        "authenticated": authed,
+        "knowledge_base": {
+            "documents": engine.len(),
+            "loaded_at": crate::logging::rfc3339(engine.built_at()),
+            "languages": engine.lexicon().languages.iter().map(|l| l.code.as_str()).collect::<Vec<_>>(),
+            "assets": engine.assets().listed().len(),
+        },
+        "sinks": sinks,
+        "spool": spool,
+        "tokens_file": {"valid": state.auth.problem().is_none()},
+        "clock": {
+            "skew_seconds": crate::clock::skew_seconds(),
+            "tolerance_seconds": crate::clock::TOLERANCE_SECS,
+            "ok": crate::clock::skew_seconds().is_none_or(|s| s.abs() <= crate::clock::TOLERANCE_SECS),
+        },
+    });
+    if let (true, Some(problem)) = (authed, state.auth.problem()) {
+        out["tokens_file"]["error"] = json!(problem);
+    }
+    if authed {
+        let warnings: Vec<serde_json::Value> = crate::logging::recent_warnings()
+            .iter()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|mut v| {
+                let ts = v["timestamp"].take();
+                let level = v["level"].take();
+                let event = v["event"].take();
+                let detail: Vec<String> = v
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| {
+                        !["timestamp", "level", "event", "target"].contains(&k.as_str())
+                    })
+                    .map(|(k, x)| match x.as_str() {
+                        Some(s) => format!("{k}={s}"),
+                        None => format!("{k}={x}"),
+                    })
+                    .collect();
+                json!({"ts": ts, "level": level, "event": event, "detail": detail.join(" ")})
+            })
+            .collect();
+        out["warnings"] = json!(warnings);
+    }
+    json_response(StatusCode::OK, &out)
+}
