@@ -82,6 +82,12 @@ pub fn receiver_now_ms() -> Option<i64> {
     fresh_skew_ms().map(|s| now_ms() - s)
 }
 
+/// The receivers' time minus the boot clock, when a fresh measurement gives it: the offset every
+/// record's true time follows ([`Timeline::true_ts`]).
+pub fn true_offset_ms() -> Option<i64> {
+    receiver_now_ms().map(|t| t - boot_ms())
+}
+
 /// The last measured skew (local minus receiver, seconds), once a receiver has answered.
 pub fn skew_seconds() -> Option<i64> {
     let s = SKEW.load(Ordering::Relaxed);
@@ -227,7 +233,7 @@ pub fn wall_of_boot_ms(boot_at_ms: i64) -> i64 {
     now_ms() - (boot_ms() - boot_at_ms).max(0)
 }
 
-/// Ages of spool records from the boot clock, not the wall clock.
+/// Ages of spool records from the boot clock, not the wall clock, and their true times.
 ///
 /// A record carries one stamp (wall-clock based, see [`RecordClock`]). Between two steps of the
 /// wall clock, `stamp - boot_ms()` is the same for every record; a step changes it. The
@@ -235,6 +241,12 @@ pub fn wall_of_boot_ms(boot_at_ms: i64) -> i64 {
 /// is `boot now - (stamp - offset)` whatever the wall clock did since: a backlog recorded at
 /// 2020 before NTP stepped the clock reads its true age, not seven years. Records recovered from
 /// an earlier run take the offset of the wall clock at open (their age is the wall clock's).
+///
+/// The same offsets give a record's true time once a receiver has vouched for the clock
+/// ([`Timeline::true_ts`]): a record stamped under an offset that differs from the true one by
+/// more than [`TOLERANCE_SECS`] (a clock that was wrong, then stepped) is re-stamped by that
+/// difference when it is read for sending. Records of an earlier run are never re-stamped (the
+/// boot clock of another run says nothing about them).
 #[derive(Debug)]
 pub struct Timeline {
     marks: Vec<(u64, i64)>,
@@ -243,15 +255,31 @@ pub struct Timeline {
 /// Marks kept: one per step, so this is only reached by a clock that steps all the time.
 const MAX_MARKS: usize = 64;
 
-impl Default for Timeline {
-    fn default() -> Self {
+impl Timeline {
+    /// The timeline of a process whose first own record will be `first_seq`.
+    pub fn new(first_seq: u64) -> Self {
         Timeline {
-            marks: vec![(0, now_ms() - boot_ms())],
+            marks: vec![(first_seq, now_ms() - boot_ms())],
         }
     }
-}
 
-impl Timeline {
+    /// The true time of the record `seq` stamped `ts_ms`, given the true offset of the wall
+    /// clock against the boot clock now (`true_offset`: the receivers' time minus
+    /// [`boot_ms`], known only from a fresh receiver measurement). Unchanged when the record's
+    /// stamp was right within the tolerance, came from an earlier run, or nothing vouches for
+    /// the time now.
+    pub fn true_ts(&self, seq: u64, ts_ms: i64, true_offset: Option<i64>) -> i64 {
+        let Some(truth) = true_offset else {
+            return ts_ms;
+        };
+        match self.marks.iter().rev().find(|m| m.0 <= seq) {
+            Some(&(_, offset)) if (truth - offset).abs() > TOLERANCE_SECS * 1000 => {
+                ts_ms + (truth - offset)
+            }
+            _ => ts_ms,
+        }
+    }
+
     /// Records from `first_seq` on were stamped `ts_ms` now.
     pub fn note(&mut self, first_seq: u64, ts_ms: i64) {
         self.note_at(first_seq, ts_ms, boot_ms());
@@ -329,6 +357,36 @@ mod tests {
             let (y, m, day) = civil_from_days(d);
             assert_eq!(days_from_civil(y, m, day), d);
         }
+    }
+
+    #[test]
+    fn records_stamped_under_a_wrong_clock_get_their_true_time() {
+        let day = 86_400_000_i64;
+        // This run's records from 100; booted with the wall clock 7 years behind (offset w).
+        let w = 1_000;
+        let mut t = Timeline {
+            marks: vec![(100, w)],
+        };
+        // Records 100..=109 stamped at boot 10 s; NTP steps the clock 7 years forward.
+        t.note_at(110, 10_000 + w + 7 * 365 * day, 10_000);
+        let truth = Some(w + 7 * 365 * day);
+        // Record 105 (stamped w + 8 s) is re-stamped by the step; 110 is right; 99 is of an
+        // earlier run and stays; without a receiver's word nothing moves.
+        assert_eq!(t.true_ts(105, w + 8_000, truth), w + 8_000 + 7 * 365 * day);
+        assert_eq!(
+            t.true_ts(110, 10_000 + w + 7 * 365 * day, truth),
+            10_000 + w + 7 * 365 * day
+        );
+        assert_eq!(t.true_ts(99, 5, truth), 5);
+        assert_eq!(t.true_ts(105, w + 8_000, None), w + 8_000);
+        // Drift within the tolerance is left alone.
+        assert_eq!(t.true_ts(105, w + 8_000, Some(w + 60_000)), w + 8_000);
+        // A day ahead before the receiver answered: brought back.
+        let mut t = Timeline {
+            marks: vec![(1, 0)],
+        };
+        t.note_at(5, day + 500, 500);
+        assert_eq!(t.true_ts(6, day + 600, Some(0)), 600);
     }
 
     #[test]

@@ -236,7 +236,9 @@ impl RemoteWriteSink {
             }
             if crate::clock::skew_is_stale() {
                 // The wall clock stepped since the receiver's clock was last seen: ask it again
-                // (an empty request; its answer's Date) before judging timestamps on it.
+                // (an empty request; its answer's Date) before judging timestamps on it. (Before
+                // the first answer nothing is asked: that answer's Date comes with it, and a
+                // batch refused for its times is split and read again with them corrected.)
                 let _ = self.post(&[]).await;
             }
             let acked = self.spool.acked(NAME);
@@ -416,6 +418,8 @@ mod tests {
         assert!(refuses_data(500, b"too old sample\n"));
         assert!(refuses_data(500, b"out of bounds"));
         assert!(refuses_data(500, b"out of order sample"));
+        assert!(refused_for_time("too small timestamp"));
+        assert!(!refused_for_time("label name invalid"));
         assert!(!refuses_data(503, b"too old sample"));
     }
 

@@ -362,7 +362,7 @@ impl Spool {
                 buf: Vec::new(),
                 last_by_kind: [0; 3],
                 clock: crate::clock::RecordClock::default(),
-                timeline: crate::clock::Timeline::default(),
+                timeline: crate::clock::Timeline::new(next_seq),
                 disk: DiskState {
                     fault: None,
                     since: None,
@@ -655,6 +655,9 @@ impl Spool {
         let g = self.lock();
         let mut out = Vec::new();
         let mut bytes = 0;
+        // Records stamped under a clock that was wrong then go out at their true time once a
+        // receiver vouches for the time now ([`crate::clock::Timeline::true_ts`]).
+        let truth = crate::clock::true_offset_ms();
         for s in g
             .segments
             .iter()
@@ -672,10 +675,11 @@ impl Spool {
             let (mut off, mut buf, mut pos) = (start, Vec::<u8>::new(), 0usize);
             loop {
                 match segment::decode(&buf, pos) {
-                    Decoded::Record(r, next) => {
+                    Decoded::Record(mut r, next) => {
                         pos = next;
                         if r.seq > after {
                             bytes += r.encoded_len();
+                            r.ts_ms = g.timeline.true_ts(r.seq, r.ts_ms, truth);
                             out.push(r);
                             if out.len() >= max || bytes >= max_bytes {
                                 return Ok(out);

@@ -96,11 +96,7 @@ fn backward_step(prom_cfg: &str) {
         "stored snapshot times jump or go back: {got:?}"
     );
     assert_eq!(
-        a.metric(
-            "copilot_edge_sink_rejected_records_total",
-            &["sink=\"remote_write\""]
-        )
-        .unwrap_or(0.0),
+        a.sink_rejected("remote_write"),
         0.0,
         "the receiver refused snapshots after the step"
     );
@@ -137,9 +133,9 @@ const PROM_WITH_WINDOW: &str =
 
 /// Booted at "2020" with the uplink down, then NTP steps the clock to the true time: the
 /// backlog's age, the last rating and the link's `since` read what the boot clock says (seconds),
-/// not seven years; once the receiver (a Prometheus that already holds today's data) is back,
-/// the live snapshots are stored at the true time and the 2020-stamped ones it refuses are
-/// counted, not sent as if fine.
+/// not seven years; once the receiver (a Prometheus that already holds today's data, so it
+/// refuses anything dated 2020) is back, every snapshot is stored at its true time, including
+/// those recorded under the wrong clock.
 #[test]
 fn booted_in_the_past_then_stepped_forward() {
     let dir = TempDir::new("clock-boot");
@@ -158,6 +154,7 @@ fn booted_in_the_past_then_stepped_forward() {
         prom_value(&before, "up{job=\"self\"}").filter(|v| *v == 1.0)
     });
     before.stop();
+    let started = now_ms();
     let (a, offset) = agent_on_fake_clock(
         dir.path(),
         "-2500d",
@@ -212,8 +209,12 @@ fn booted_in_the_past_then_stepped_forward() {
         "the last rating is {} s old by the metric",
         now - last
     );
-    // The receiver comes up: live snapshots at the true time, the 2020 ones refused and counted.
-    let step_at = now_ms();
+    // The receiver comes up. The snapshots recorded at "2020" before the step go out at their
+    // true time (the boot clock says when they were taken; the receiver's Date says what time
+    // it is), so every one is stored, nothing is dated 2020, nothing is refused.
+    let spooled = crate::remote_write::snapshot_times(dir.path());
+    assert!(spooled.len() >= 5, "{} snapshots spooled", spooled.len());
+    let up_at = now_ms();
     let prom = prometheus_at(
         port,
         TempDir::new("clock-boot-prom-2"),
@@ -224,38 +225,31 @@ fn booted_in_the_past_then_stepped_forward() {
     a.wait_event("sink_online", Duration::from_secs(40), |e| {
         e["sink"] == "remote_write"
     });
-    let stored = wait_for("live snapshots stored", Duration::from_secs(30), || {
-        let ts: Vec<i64> = crate::remote_write::raw_samples(
-            &prom,
-            "copilot_edge_build_info",
-            step_at - 300_000,
-            now_ms() + 60_000,
-        )
-        .iter()
-        .map(|s| s.0)
-        .collect();
-        (ts.len() >= 5).then_some(ts)
+    let sel = "copilot_edge_build_info{gateway_id=\"gw-test\"}";
+    let stored = wait_for("every snapshot stored", Duration::from_secs(30), || {
+        let ts: Vec<i64> =
+            crate::remote_write::raw_samples(&prom, sel, started - 60_000, now_ms() + 60_000)
+                .iter()
+                .map(|s| s.0)
+                .collect();
+        (ts.iter().filter(|t| **t < up_at).count() >= spooled.len()).then_some(ts)
     });
-    assert!(stored.iter().all(|t| *t >= step_at - 120_000), "{stored:?}");
-    let refused = wait_for(
-        "the 2020 snapshots counted",
-        Duration::from_secs(30),
-        || {
-            a.metric(
-                "copilot_edge_sink_rejected_records_total",
-                &["sink=\"remote_write\""],
-            )
-            .filter(|v| *v >= 3.0)
-        },
+    assert!(
+        stored.iter().all(|t| *t >= started - 2_000),
+        "stored before the agent started: {stored:?}"
     );
-    assert!(refused >= 3.0);
-    // Said as what it most likely is: records refused for their time, with the skew measured.
-    a.wait_event("sink_batch_rejected", Duration::from_secs(5), |e| {
-        e["cause"] == "record_time"
-            && e["record_ts_ms"]
-                .as_i64()
-                .is_some_and(|t| t < step_at - 86_400_000)
-    });
+    assert!(
+        stored
+            .windows(2)
+            .all(|w| w[1] > w[0] && w[1] - w[0] < 2_500),
+        "snapshot times jump or go back: {stored:?}"
+    );
+    let fake = started - 2500 * 86_400_000;
+    assert!(
+        crate::remote_write::raw_samples(&prom, sel, fake - 3_600_000, fake + 3_600_000).is_empty(),
+        "samples stored at the 2020 time"
+    );
+    assert_eq!(a.sink_rejected("remote_write"), 0.0, "snapshots refused");
 }
 
 /// One gateway's clock steps a day ahead next to a healthy gateway writing to the same
@@ -316,14 +310,7 @@ fn a_day_ahead_never_blocks_a_healthy_gateway() {
         after(&well) >= 8,
         "the healthy gateway's snapshots were refused after the step: {well:?}"
     );
-    assert_eq!(
-        b.metric(
-            "copilot_edge_sink_rejected_records_total",
-            &["sink=\"remote_write\""]
-        )
-        .unwrap_or(0.0),
-        0.0
-    );
+    assert_eq!(b.sink_rejected("remote_write"), 0.0);
     a.wait_event("clock_skew_detected", Duration::from_secs(5), |_| true);
 }
 

@@ -543,11 +543,7 @@ fn expired_remote_write_credential_keeps_the_backlog() {
         Some(1.0)
     );
     assert_eq!(
-        a.metric(
-            "copilot_edge_sink_rejected_records_total",
-            &["sink=\"remote_write\""]
-        )
-        .unwrap_or(0.0),
+        a.sink_rejected("remote_write"),
         0.0,
         "nothing may be skipped for an auth failure"
     );

@@ -267,13 +267,7 @@ fn rejected_batch_does_not_block_later_ones_and_5xx_is_retried() {
             .any(|w| w == b"copilot_edge_build_info"));
     }
     wait_for("rejection counted", Duration::from_secs(5), || {
-        (a.metric(
-            "copilot_edge_sink_rejected_records_total",
-            &["sink=\"remote_write\""],
-        )
-        .unwrap_or(0.0)
-            >= 1.0)
-            .then_some(())
+        (a.sink_rejected("remote_write") >= 1.0).then_some(())
     });
     assert!(
         a.metric(

@@ -206,6 +206,15 @@ impl Agent {
         self.post("/v1/diagnose", &serde_json::json!({"plant_id": plant, "equipment_id": equipment, "problem_description": text}))
     }
 
+    /// Records the receiver of `sink` refused for good (0 when none were ever counted).
+    pub fn sink_rejected(&self, sink: &str) -> f64 {
+        self.metric(
+            "copilot_edge_sink_rejected_records_total",
+            &[&format!("sink=\"{sink}\"")],
+        )
+        .unwrap_or(0.0)
+    }
+
     /// Value of one sample in the agent's /metrics (labels given as `k="v"` pairs that must all
     /// be present), or None.
     pub fn metric(&self, name: &str, labels: &[&str]) -> Option<f64> {
