@@ -25,7 +25,8 @@
 //! - [`llm`]: optional OpenAI-compatible upstream that writes the report, with local fallback.
 //!
 //! **Observing**
-//! - [`metrics`]: every Prometheus metric and the cardinality bounds on request labels.
+//! - [`metrics`]: every Prometheus metric (the registry in one file) and, beside it, the
+//!   cardinality bounds on request labels, sliding windows, pair counters and the text encoder.
 //! - [`logging`]: JSON log lines to stdout and counter-named rotating files, and log shipping
 //!   to the spool.
 //! - [`clock`]: where time lives: the wall clock against the receivers' HTTP `Date` (skew gauge
@@ -35,7 +36,8 @@
 //!
 //! **Store and forward**
 //! - [`spool`]: the on-disk, append-only, crash-safe buffer of telemetry records (it knows
-//!   nothing of sinks but their cursor names).
+//!   nothing of sinks but their cursor names); its disk policy, crash recovery and read-only
+//!   view in their own files.
 //! - [`sinks`]: the uplinks that drain the spool: MQTT (text, gzip, Sparkplug B with devices),
 //!   Prometheus remote write, Pushgateway; which are enabled, and `spool status`.
 //! - [`httpc`]: a minimal outbound HTTP/1.1 client (remote write, Pushgateway, LLM).

@@ -27,6 +27,9 @@
 //!
 //! The spool knows nothing of sinks beyond their names; sinks know nothing of files.
 
+mod disk;
+mod inspect;
+mod recovery;
 pub mod segment;
 
 use std::collections::BTreeMap;
@@ -37,6 +40,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use self::disk::{
+    free_bytes, DiskFault, DiskState, DISK_REPORT_EVERY, DROP_MAX_BYTES, DROP_REASONS,
+};
+pub use self::inspect::{inspect, Inspection};
+use self::recovery::{recover_segment, segment_files};
 use self::segment::{Decoded, Kind, Record};
 use crate::clock::now_ms;
 use crate::config::SpoolConfig;
@@ -105,57 +113,6 @@ struct Inner {
     disk: DiskState,
 }
 
-/// Why the spool refuses appends.
-#[derive(Debug, Clone)]
-enum DiskFault {
-    /// Free space under `spool.min_free_bytes`.
-    BelowFloor { free: u64, floor: u64 },
-    /// The file system refused a write (ENOSPC with no floor set, EIO, read-only remount).
-    WriteFailed(String),
-}
-
-/// Every `reason` of `copilot_edge_spool_dropped_records_total`. Exported from 0 when the spool
-/// opens, so the first drop is an increase to every query engine (Prometheus's `increase()`
-/// does not count a series that is born non-zero; VictoriaMetrics' does).
-const DROP_REASONS: [&str; 3] = [DROP_MAX_BYTES, "disk_floor", "write_error"];
-const DROP_MAX_BYTES: &str = "max_bytes";
-
-impl DiskFault {
-    /// The `reason` label of `copilot_edge_spool_dropped_records_total`.
-    fn reason(&self) -> &'static str {
-        match self {
-            DiskFault::BelowFloor { .. } => "disk_floor",
-            DiskFault::WriteFailed(_) => "write_error",
-        }
-    }
-}
-
-impl std::fmt::Display for DiskFault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DiskFault::BelowFloor { free, floor } => write!(
-                f,
-                "free space {free} bytes is below spool.min_free_bytes {floor}"
-            ),
-            DiskFault::WriteFailed(e) => write!(f, "disk refused a write: {e}"),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct DiskState {
-    fault: Option<DiskFault>,
-    since: Option<Instant>,
-    /// Records refused since the fault began.
-    dropped: u64,
-    throttle: Throttle,
-    /// For failures outside appends.
-    io_throttle: Throttle,
-}
-
-/// How often an ongoing disk fault is reported again.
-const DISK_REPORT_EVERY: Duration = Duration::from_secs(60);
-
 impl Inner {
     /// The highest sequence number every sink has delivered (`u64::MAX` with no sinks).
     fn min_acked(&self) -> u64 {
@@ -215,65 +172,6 @@ fn fsync_dir(dir: &Path) -> Result<(), SpoolError> {
 /// spool directory).
 fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), SpoolError> {
     crate::fsutil::write_atomic(path, contents, 0o600).map_err(io_err(path))
-}
-
-/// Free bytes available to us on the file system holding `dir`.
-fn free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
-    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (r == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
-}
-
-/// Reads and repairs one segment file. Returns its metadata (None if no record survived) and
-/// the number of records lost to damage.
-fn recover_segment(path: &Path, after: u64) -> Result<(Option<SegmentMeta>, u64), SpoolError> {
-    let buf = std::fs::read(path).map_err(io_err(path))?;
-    let scan = segment::scan(&buf, after);
-    let damaged = scan.corrupt_regions > 0 || scan.torn_tail;
-    let mut lost = scan.lost_records;
-    if scan.torn_tail {
-        // A record cut short by a crash: it was never acknowledged to anyone, count it.
-        lost += 1;
-    }
-    if scan.records.is_empty() {
-        std::fs::remove_file(path).map_err(io_err(path))?;
-        return Ok((None, lost));
-    }
-    let mut meta = SegmentMeta {
-        path: path.to_path_buf(),
-        first_seq: scan.records[0].0.seq,
-        last_seq: 0,
-        first_ts_ms: scan.records[0].0.ts_ms,
-        records: 0,
-        bytes: 0,
-        index: Vec::new(),
-    };
-    let mut clean = Vec::with_capacity(if damaged { buf.len() } else { 0 });
-    for (r, off) in &scan.records {
-        let at = if damaged {
-            clean.len() as u64
-        } else {
-            *off as u64
-        };
-        if meta.records % INDEX_EVERY == 0 {
-            meta.index.push((r.seq, at, r.ts_ms));
-        }
-        if damaged {
-            segment::encode(r.seq, r.ts_ms, r.kind, &r.payload, &mut clean);
-        }
-        meta.records += 1;
-        meta.last_seq = r.seq;
-    }
-    if damaged {
-        write_atomic(path, &clean)?;
-        meta.bytes = clean.len() as u64;
-    } else {
-        meta.bytes = scan.valid_end as u64;
-    }
-    Ok((Some(meta), lost))
 }
 
 impl Spool {
@@ -461,64 +359,6 @@ impl Spool {
                 );
                 Vec::new()
             }
-        }
-    }
-
-    /// Counts refused records and reports the fault: at once when it starts, then at most once
-    /// a minute with the count (the report is itself a log event that may be shipped to this
-    /// spool, so an unthrottled one would feed itself).
-    fn refuse(&self, g: &mut Inner, fault: DiskFault, n: u64) {
-        let reason = fault.reason();
-        self.metrics
-            .spool
-            .dropped
-            .with_label_values(&[reason])
-            .inc_by(n);
-        self.metrics.spool.write_blocked.set(1);
-        let starting = g.disk.fault.is_none();
-        if starting {
-            g.disk.since = Some(Instant::now());
-            g.disk.throttle.reset();
-        }
-        g.disk.dropped += n;
-        let report = g.disk.throttle.hit();
-        if let Some(suppressed) = report {
-            let (free, floor) = match &fault {
-                DiskFault::BelowFloor { free, floor } => (*free, *floor),
-                DiskFault::WriteFailed(_) => {
-                    (free_bytes(&g.dir).unwrap_or(0), g.cfg.min_free_bytes)
-                }
-            };
-            tracing::warn!(
-                fault = %fault,
-                free_bytes = free,
-                floor,
-                dropped = g.disk.dropped,
-                reports_suppressed = suppressed,
-                ongoing = !starting,
-                "spool_disk_floor"
-            );
-        }
-        g.disk.fault = Some(fault);
-    }
-
-    /// Why appends are being refused, if they are: re-checks the free space now, so a disk
-    /// that was freed reads as healthy before the next append proves it.
-    pub fn disk_fault(&self) -> Option<String> {
-        let g = self.lock();
-        match &g.disk.fault {
-            None => None,
-            Some(DiskFault::BelowFloor { floor, .. }) => match free_bytes(&g.dir) {
-                Some(free) if free >= *floor => None,
-                free => Some(
-                    DiskFault::BelowFloor {
-                        free: free.unwrap_or(0),
-                        floor: *floor,
-                    }
-                    .to_string(),
-                ),
-            },
-            Some(f) => Some(f.to_string()),
         }
     }
 
@@ -730,14 +570,6 @@ impl Spool {
         Ok(())
     }
 
-    /// Reports an I/O failure outside appends (cursor persistence, sync, garbage collection) at
-    /// most once a minute: on a full disk it would otherwise repeat every second.
-    fn io_problem(&self, g: &mut Inner, e: &SpoolError) {
-        if let Some(suppressed) = g.disk.io_throttle.hit() {
-            tracing::warn!(error = %e, reports_suppressed = suppressed, "spool_io_error");
-        }
-    }
-
     /// The highest sequence number `sink` has delivered.
     pub fn acked(&self, sink: &str) -> u64 {
         self.lock().cursors.get(sink).map_or(0, |c| c.acked)
@@ -882,73 +714,6 @@ fn oldest_pending(segments: &[SegmentMeta], acked: u64) -> Option<(u64, i64)> {
         .find(|(seq, _, _)| *seq <= acked + 1)
         .map(|e| (e.0, e.2))
         .or(Some((s.first_seq, s.first_ts_ms)))
-}
-
-/// The segment files of a spool, oldest first (names sort by first sequence number).
-fn segment_files(segdir: &Path) -> Result<Vec<PathBuf>, SpoolError> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(segdir)
-        .map_err(io_err(segdir))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// What `inspect` reads from a spool directory.
-#[derive(Debug, Default)]
-pub struct Inspection {
-    /// Segment files and their total size.
-    pub segments: usize,
-    pub bytes: u64,
-    /// `(seq, ts_ms)` of every readable record, in order.
-    pub records: Vec<(u64, i64)>,
-    /// Each consumer's acknowledged sequence number, from its cursor file.
-    pub cursors: Vec<(String, u64)>,
-}
-
-/// Reads a spool directory without modifying anything (safe while the service runs; segments
-/// deleted meanwhile are skipped). `None` when it has no segments directory yet.
-pub fn inspect(dir: &Path) -> Result<Option<Inspection>, SpoolError> {
-    let segdir = dir.join("segments");
-    if !segdir.exists() {
-        return Ok(None);
-    }
-    let files = segment_files(&segdir)?;
-    let mut out = Inspection {
-        segments: files.len(),
-        ..Default::default()
-    };
-    for f in &files {
-        let buf = match std::fs::read(f) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // deleted meanwhile
-            Err(e) => {
-                return Err(SpoolError::Io {
-                    path: f.clone(),
-                    source: e,
-                })
-            }
-        };
-        out.bytes += buf.len() as u64;
-        let s = segment::scan(&buf, out.records.last().map_or(0, |r| r.0));
-        out.records
-            .extend(s.records.iter().map(|(r, _)| (r.seq, r.ts_ms)));
-    }
-    if let Ok(rd) = std::fs::read_dir(dir.join("cursors")) {
-        for e in rd.flatten() {
-            if let Some(n) = e.file_name().to_str().and_then(|n| n.strip_suffix(".ack")) {
-                let acked = std::fs::read_to_string(e.path())
-                    .ok()
-                    .and_then(|t| t.trim().parse().ok())
-                    .unwrap_or(0);
-                out.cursors.push((n.to_string(), acked));
-            }
-        }
-    }
-    out.cursors.sort();
-    Ok(Some(out))
 }
 
 #[cfg(test)]
