@@ -280,9 +280,10 @@ impl Timeline {
         }
     }
 
-    /// Records from `first_seq` on were stamped `ts_ms` now.
-    pub fn note(&mut self, first_seq: u64, ts_ms: i64) {
-        self.note_at(first_seq, ts_ms, boot_ms());
+    /// Records from `first_seq` on were appended when their clock read `clock_now_ms` (the
+    /// wall clock as the record clock corrects it; a record may carry an earlier time).
+    pub fn note(&mut self, first_seq: u64, clock_now_ms: i64) {
+        self.note_at(first_seq, clock_now_ms, boot_ms());
     }
 
     fn note_at(&mut self, first_seq: u64, ts_ms: i64, boot: i64) {

@@ -330,11 +330,17 @@ impl Spool {
                 return Vec::new();
             }
         }
-        let ts_ms = g.clock.stamp(ts_ms);
+        // The timeline follows the clock the stamps come from (the wall clock now, as the record
+        // clock corrects it), not the caller's time: a record appended with an earlier time
+        // (a backfill) keeps that time and is never re-stamped as if the clock had stepped.
+        let wall = crate::clock::now_ms();
+        let stamped = g.clock.stamp(ts_ms);
+        let clock_now = wall.saturating_add(stamped - ts_ms);
+        let ts_ms = stamped;
         match self.write_records(&mut g, kind, ts_ms, payloads, incoming) {
             Ok(seqs) => {
                 if let Some(&first) = seqs.first() {
-                    g.timeline.note(first, ts_ms);
+                    g.timeline.note(first, clock_now);
                 }
                 if let Some(fault) = g.disk.fault.take() {
                     self.metrics.spool.write_blocked.set(0);
@@ -492,12 +498,22 @@ impl Spool {
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<Record>, SpoolError> {
+        // Records stamped under a clock that was wrong then go out at their true time once a
+        // receiver vouches for the time now ([`crate::clock::Timeline::true_ts`]).
+        self.read_at(after, max, max_bytes, crate::clock::true_offset_ms())
+    }
+
+    /// [`Spool::read`] given the true offset of the clock (receivers' time minus boot clock).
+    fn read_at(
+        &self,
+        after: u64,
+        max: usize,
+        max_bytes: usize,
+        truth: Option<i64>,
+    ) -> Result<Vec<Record>, SpoolError> {
         let g = self.lock();
         let mut out = Vec::new();
         let mut bytes = 0;
-        // Records stamped under a clock that was wrong then go out at their true time once a
-        // receiver vouches for the time now ([`crate::clock::Timeline::true_ts`]).
-        let truth = crate::clock::true_offset_ms();
         for s in g
             .segments
             .iter()
@@ -780,6 +796,42 @@ mod tests {
         ] {
             assert!(DROP_REASONS.contains(&f.reason()));
         }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn records_appended_with_an_earlier_time_keep_it_when_the_clock_is_vouched_for() {
+        // A backfill appends records with the times they were taken; the clock itself is right.
+        // Once a receiver vouches for the time, those records must go out at their own times
+        // (re-stamping them as if the clock had stepped collapses a day onto the present).
+        let d = tmp();
+        let s = Spool::open(&cfg(&d, 1 << 20, 4096), &["a"], metrics()).unwrap();
+        let now = crate::clock::now_ms();
+        let day = 86_400_000;
+        for k in 0..100 {
+            s.append(Kind::Metrics, now - day + k * 15_000, &[b"x"]);
+        }
+        s.append(Kind::Metrics, now, &[b"live"]);
+        let truth = Some(now - crate::clock::boot_ms());
+        let r = s.read_at(0, 1000, usize::MAX, truth).unwrap();
+        assert_eq!(r.len(), 101);
+        for (k, rec) in r.iter().take(100).enumerate() {
+            assert_eq!(
+                rec.ts_ms,
+                now - day + k as i64 * 15_000,
+                "record {}",
+                rec.seq
+            );
+        }
+        assert_eq!(r[100].ts_ms, now);
+        // The same spool read while the receivers say the clock is a day behind: every record of
+        // this run moves by that day, backfilled or not.
+        let r = s
+            .read_at(0, 1000, usize::MAX, truth.map(|t| t + day))
+            .unwrap();
+        // (within the few ms between the wall clock and the boot clock read apart)
+        assert!((r[0].ts_ms - now).abs() < 1_000, "{}", r[0].ts_ms - now);
+        assert!((r[100].ts_ms - now - day).abs() < 1_000);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
