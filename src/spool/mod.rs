@@ -272,6 +272,15 @@ impl Spool {
             metrics,
             appended: tokio::sync::Notify::new(),
         });
+        // Both kinds' counters exist from the start (at 0), so the first append adds no series:
+        // a Sparkplug node would have to rebirth for it.
+        for kind in [Kind::Metrics, Kind::Log] {
+            spool
+                .metrics
+                .spool
+                .appended
+                .with_label_values(&[kind.as_str()]);
+        }
         {
             let g = spool.lock();
             spool.update_gauges(&g);
