@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::ids::is_valid_id;
 use crate::tls::{self, TlsClient};
 
 /// The commented default configuration, embedded so `print-default-config` and the no-config
@@ -892,14 +893,6 @@ pub fn parse(text: &str, source: &str) -> Result<RawConfig, ConfigError> {
         path: source.to_string(),
         message: e.to_string(),
     })
-}
-
-/// Is `s` acceptable as a label value we configure ourselves (ids, gateway names)?
-pub fn is_valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 /// Splits `http(s)://host:port/path` into (https?, authority, host, path without trailing `/`).

@@ -48,7 +48,8 @@
 //! - [`fsutil`]: the one atomic file replacement (private temporary file, fsync, rename, dir
 //!   fsync) for every file the agent replaces.
 //! - [`memtrim`]: hands freed heap back to the OS after bursts (glibc).
-//! - [`ids`]: fast trace and request ids.
+//! - [`ids`]: fast trace and request ids, and the rule for ids that become label values
+//!   (gateway, plant, equipment ids).
 
 pub mod app;
 pub mod auth;
