@@ -6,7 +6,9 @@
 //! **Entry and composition**
 //! - [`cli`]: subcommands: serve (default), check-config, print-default-config, report, spool
 //!   status, eval, token add/list/revoke.
-//! - [`config`]: TOML → validated [`config::Config`], systemd directories and credentials.
+//! - [`config`]: TOML → validated [`config::Config`]: the serde tables (`config/raw.rs`), one
+//!   validation function per table with its bounds named (`config/validate.rs`, shared checks in
+//!   `config/check.rs`), systemd directories and credentials (`config/env.rs`).
 //! - [`app`]: builds the components from the config, runs them, reloads on SIGHUP, polls the
 //!   tokens file, and shuts down in order; `eval` and its ablation table.
 //!
