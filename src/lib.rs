@@ -17,8 +17,9 @@
 //!   one handler module per endpoint (`http/routes/`: probes, status, diagnose, feedback,
 //!   console), API errors; the only hyper user on the serving side.
 //! - [`console`]: the technician console and the gateway status page, embedded web files.
-//! - [`auth`]: bearer tokens (SHA-256 at rest, constant-time comparison), the locked tokens file
-//!   `copilot-edge token` manages, the first-start token, the per-address guessing slow-down.
+//! - [`auth`]: bearer tokens (SHA-256 at rest, constant-time comparison), the first-start
+//!   token, the per-address guessing slow-down; the tokens file's one format and parser and the
+//!   locked edits `copilot-edge token` makes (`auth/file.rs`), which config validation uses too.
 //! - [`recent`]: the bounded window of recent answers that `/v1/feedback` can rate.
 //!
 //! **Answers**
