@@ -7,7 +7,7 @@
 //!    per table, each bound a named constant at the top of that file; it collects *all* problems,
 //!    each with the TOML key it belongs to, so `check-config` prints them in one go (and in the
 //!    same order every time). The checks those functions share (ranges, URLs, TLS files, secrets,
-//!    HTTP auth) are the [`check`] module's `Checker`.
+//!    HTTP auth) are `check.rs`'s `Checker`.
 //! 3. Everything downstream only sees [`Config`] (this file), whose fields are typed
 //!    (`SocketAddr`, `Duration`, `NonZero*`, [`Secret`]).
 //!
