@@ -1,6 +1,12 @@
+//! Ids: the ones the agent makes and the ones it is given.
+//!
 //! Trace ids and request ids, fast: a per-thread xoshiro256++ generator seeded once from the OS
 //! (via a v4 UUID), instead of one `getrandom` system call per id. These ids name requests; they
 //! are not secrets (a rating still needs a valid bearer token).
+//!
+//! The rule for ids that become label values ([`is_valid_id`]: gateway, plant and equipment
+//! ids, Sparkplug names) lives here too, so the config checks and the request handlers that take
+//! such ids from a request apply one rule.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
@@ -59,6 +65,20 @@ pub fn trace_id() -> String {
 /// A new random (version 4) UUID.
 pub fn uuid() -> Uuid {
     uuid::Builder::from_random_bytes(random_u128().to_be_bytes()).into_uuid()
+}
+
+/// The longest id [`is_valid_id`] accepts, in bytes.
+pub const MAX_ID_LEN: usize = 64;
+
+/// The id rule, as the config checks state it.
+pub const ID_RULE: &str = "must be 1-64 characters of [A-Za-z0-9-_.:]";
+
+/// Is `s` acceptable as a label value we configure ourselves (ids, gateway names)?
+pub fn is_valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ID_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 #[cfg(test)]

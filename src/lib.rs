@@ -6,7 +6,9 @@
 //! **Entry and composition**
 //! - [`cli`]: subcommands: serve (default), check-config, print-default-config, report, spool
 //!   status, eval, token add/list/revoke.
-//! - [`config`]: TOML → validated [`config::Config`], systemd directories and credentials.
+//! - [`config`]: TOML → validated [`config::Config`]: the serde tables (`config/raw.rs`), one
+//!   validation function per table with its bounds named (`config/validate.rs`, shared checks in
+//!   `config/check.rs`), systemd directories and credentials (`config/env.rs`).
 //! - [`app`]: builds the components from the config, runs them, reloads on SIGHUP, polls the
 //!   tokens file, and shuts down in order; `eval` and its ablation table.
 //!
@@ -15,8 +17,9 @@
 //!   one handler module per endpoint (`http/routes/`: probes, status, diagnose, feedback,
 //!   console), API errors; the only hyper user on the serving side.
 //! - [`console`]: the technician console and the gateway status page, embedded web files.
-//! - [`auth`]: bearer tokens (SHA-256 at rest, constant-time comparison), the locked tokens file
-//!   `copilot-edge token` manages, the first-start token, the per-address guessing slow-down.
+//! - [`auth`]: bearer tokens (SHA-256 at rest, constant-time comparison), the first-start
+//!   token, the per-address guessing slow-down; the tokens file's one format and parser and the
+//!   locked edits `copilot-edge token` makes (`auth/file.rs`), which config validation uses too.
 //! - [`recent`]: the bounded window of recent answers that `/v1/feedback` can rate.
 //!
 //! **Answers**
@@ -48,7 +51,8 @@
 //! - [`fsutil`]: the one atomic file replacement (private temporary file, fsync, rename, dir
 //!   fsync) for every file the agent replaces.
 //! - [`memtrim`]: hands freed heap back to the OS after bursts (glibc).
-//! - [`ids`]: fast trace and request ids.
+//! - [`ids`]: fast trace and request ids, and the rule for ids that become label values
+//!   (gateway, plant, equipment ids).
 
 pub mod app;
 pub mod auth;

@@ -29,7 +29,7 @@ mod status;
 use super::error::ApiError;
 use super::AppState;
 use crate::auth::AuthError;
-use crate::config::is_valid_id;
+use crate::ids::is_valid_id;
 use crate::metrics::{agent, UNKNOWN};
 
 type Resp = Response<Full<Bytes>>;
