@@ -332,6 +332,8 @@ pub struct RemoteWriteSinkConfig {
     pub timeout: Duration,
     pub max_samples_per_request: usize,
     pub backlog_records_per_sec: u32,
+    /// Live snapshots sent together (1: each at once).
+    pub batch_snapshots: usize,
     /// Sorted by name; `site` = `identity.site_plant_id` unless configured otherwise.
     pub external_labels: Vec<(String, String)>,
 }

@@ -307,6 +307,9 @@ pub struct RawRemoteWrite {
     pub timeout_ms: u64,
     pub max_samples_per_request: u64,
     pub backlog_records_per_sec: u64,
+    /// Live snapshots per request: 1 sends each as it is taken; more holds them until that many
+    /// are pending (at most that many snapshot intervals), for a metered uplink.
+    pub batch_snapshots: u64,
     /// Added to every series that does not already have the label.
     pub external_labels: BTreeMap<String, String>,
     /// TLS (https URLs; MQTT with `tls = true`): CA bundle (PEM; empty = built-in Mozilla roots)
@@ -328,6 +331,7 @@ impl Default for RawRemoteWrite {
             timeout_ms: 10_000,
             max_samples_per_request: 5000,
             backlog_records_per_sec: 1000,
+            batch_snapshots: 1,
             external_labels: BTreeMap::new(),
             tls_ca_file: String::new(),
             tls_cert_file: String::new(),

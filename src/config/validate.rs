@@ -84,6 +84,8 @@ const SEGMENT_BYTES: RangeInclusive<u64> = 4096..=1 << 32;
 // [sinks.*]
 /// `backlog_records_per_sec` of the MQTT and remote-write sinks.
 const BACKLOG_RECORDS_PER_SEC: RangeInclusive<u64> = 1..=1_000_000;
+/// `sinks.remote_write.batch_snapshots`: up to an hour of 1-minute snapshots held back.
+const BATCH_SNAPSHOTS: RangeInclusive<u64> = 1..=60;
 /// `sinks.mqtt.keep_alive_secs`.
 const MQTT_KEEP_ALIVE_SECS: RangeInclusive<u64> = 5..=3600;
 /// `sinks.mqtt.max_packet_bytes`: 64 KiB to 256 MiB (MQTT's own limit).
@@ -715,6 +717,11 @@ fn remote_write(
         rw.backlog_records_per_sec,
         BACKLOG_RECORDS_PER_SEC,
     ) as u32;
+    let batch = c.range(
+        "sinks.remote_write.batch_snapshots",
+        rw.batch_snapshots,
+        BATCH_SNAPSHOTS,
+    ) as usize;
     let mut external: BTreeMap<String, String> =
         BTreeMap::from([("site".to_string(), id.site_plant_id.clone())]);
     for (k, v) in &rw.external_labels {
@@ -748,6 +755,7 @@ fn remote_write(
         timeout,
         max_samples_per_request: max_samples,
         backlog_records_per_sec: rate,
+        batch_snapshots: batch,
         external_labels: external.into_iter().collect(),
     })
 }

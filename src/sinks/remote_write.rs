@@ -154,6 +154,9 @@ pub struct RemoteWriteSink {
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
     live_after_ms: i64,
+    /// With `batch_snapshots` > 1: how long the first of fewer pending live snapshots waits for
+    /// the others (one interval short of the batch, plus half an interval of slack).
+    hold: Duration,
 }
 
 impl RemoteWriteSink {
@@ -165,11 +168,15 @@ impl RemoteWriteSink {
         snapshot_interval: Duration,
     ) -> Self {
         metrics.sink.up.with_label_values(&[NAME]).set(0);
+        let batch = cfg.batch_snapshots.max(1) as u32;
         RemoteWriteSink {
+            // A snapshot held for its batch is still live (never throttled as backlog).
+            live_after_ms: ((batch + 1).max(2) as u128 * snapshot_interval.as_millis()).max(2000)
+                as i64,
+            hold: snapshot_interval * (batch - 1) + snapshot_interval / 2,
             cfg,
             spool,
             metrics,
-            live_after_ms: (2 * snapshot_interval.as_millis()).max(2000) as i64,
         }
     }
 
@@ -230,6 +237,8 @@ impl RemoteWriteSink {
         // take are not skipped with the one it refuses; doubled back after each delivery.
         let mut max_records = MAX_RECORDS;
         let mut future_log = crate::logging::Throttle::new(Duration::from_secs(60));
+        // With batch_snapshots > 1: the first pending snapshot held for its batch, and since when.
+        let mut holding: Option<(u64, Instant)> = None;
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -261,6 +270,30 @@ impl RemoteWriteSink {
                 }
                 continue;
             }
+            // A metered uplink: live snapshots go out `batch_snapshots` at a time (the labels
+            // travel once per request), the first held at most `hold`. A backlog is never held.
+            let pending = recs
+                .iter()
+                .filter(|r| r.kind == Kind::Metrics && !sent_live.contains(&r.seq))
+                .count();
+            if pending > 0 && pending < self.cfg.batch_snapshots {
+                let first = recs[0].seq;
+                let since = match holding {
+                    Some((seq, at)) if seq == first => at,
+                    _ => holding.insert((first, Instant::now())).1,
+                };
+                let left = self.hold.saturating_sub(since.elapsed());
+                if !left.is_zero() {
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => return,
+                        _ = self.spool.appended.notified() => {}
+                        _ = tokio::time::sleep(left.min(Duration::from_secs(1))) => {}
+                    }
+                    continue;
+                }
+            }
+            holding = None;
             // Take a prefix within the sample budget and the backlog rate.
             let now = now_ms();
             tokens = (tokens + last_refill.elapsed().as_secs_f64() * rate).min(rate.max(1.0));

@@ -2038,6 +2038,9 @@ fn vm_bytes_read(port: u16) -> f64 {
     metric_sum(port, "vm_tcplistener_read_bytes_total{name=\"http\"")
 }
 
+/// Live snapshots per remote-write request in the uplink scenario's metered variant.
+const BATCH: usize = 4;
+
 /// Scenario 4: what each format costs on the uplink, counted by the receivers themselves —
 /// Mosquitto's `$SYS` bytes received, one broker per MQTT format (Prometheus text, gzip,
 /// Sparkplug B), and VictoriaMetrics' listener bytes for remote write (HTTP headers included) —
@@ -2089,14 +2092,39 @@ fn uplink(
             .collect();
         sets.push((fmt, broker, cell, gs));
     }
+    // Remote write with `batch_snapshots = 4` (a metered uplink), into a store of its own.
+    let vmb_port = free_port();
+    std::fs::create_dir_all(svc.join("vm-uplink-batch")).unwrap();
+    let vmb = victoria_metrics(vmb_port, &svc.join("vm-uplink-batch"));
+    let batched: Vec<Arc<Gw>> = (0..a.uplink_gateways)
+        .map(|i| {
+            let mut g = Gw::new(
+                &format!("up-batch-{i:02}"),
+                "site-up",
+                &a.dir.join("uplink"),
+                a.interval,
+                None,
+                &format!("http://127.0.0.1:{vmb_port}/api/v1/write"),
+            );
+            g.cfg.remote_write.as_mut().unwrap().batch_snapshots = BATCH;
+            for _ in 0..100 {
+                g.traffic();
+            }
+            let g = Arc::new(g);
+            g.spawn_remote_write(rt, None, &stop);
+            rt.spawn(live_snapshots(g.clone(), stop.clone(), interval_ms));
+            g
+        })
+        .collect();
     // The window opens once every gateway has delivered two snapshots on both sinks: its
     // births, first full snapshot and the series its first delivery creates (the sink's
     // last-success time: one Sparkplug rebirth) are start-up, not steady cost.
     let all: Vec<&Arc<Gw>> = sets.iter().flat_map(|s| &s.3).collect();
-    let end = Instant::now() + Duration::from_secs(4 * a.interval + 30);
+    let end = Instant::now() + Duration::from_secs((BATCH as u64 + 3) * a.interval + 30);
     while !all
         .iter()
         .all(|g| g.spool.acked("mqtt") >= 2 && g.spool.acked("remote_write") >= 2)
+        || !batched.iter().all(|g| g.spool.acked("remote_write") >= 2)
     {
         assert!(
             Instant::now() < end,
@@ -2110,6 +2138,9 @@ fn uplink(
     let t0 = Instant::now();
     let mq0: Vec<f64> = sets.iter().map(|s| sys_value_after(&s.2, t0)).collect();
     let vm0 = vm_bytes_read(vm_port);
+    let vmb0 = vm_bytes_read(vmb_port);
+    let batched_refs: Vec<&Arc<Gw>> = batched.iter().collect();
+    let batch_acked0 = acked("remote_write", &batched_refs);
     let set_gws: Vec<Vec<&Arc<Gw>>> = sets.iter().map(|s| s.3.iter().collect()).collect();
     let mq_acked0: Vec<u64> = set_gws.iter().map(|g| acked("mqtt", g)).collect();
     let rw_acked0 = acked("remote_write", &all);
@@ -2117,6 +2148,8 @@ fn uplink(
     let t1 = Instant::now();
     let mq1: Vec<f64> = sets.iter().map(|s| sys_value_after(&s.2, t1)).collect();
     let vm1 = vm_bytes_read(vm_port);
+    let vmb1 = vm_bytes_read(vmb_port);
+    let batch_acked1 = acked("remote_write", &batched_refs);
     let mq_acked1: Vec<u64> = set_gws.iter().map(|g| acked("mqtt", g)).collect();
     let rw_acked1 = acked("remote_write", &all);
     let per_day = 86400.0 / a.interval as f64;
@@ -2154,6 +2187,11 @@ fn uplink(
         vm1 - vm0,
         rw_acked1 - rw_acked0,
     );
+    line(
+        &format!("remote write, batch_snapshots = {BATCH} (a metered uplink)"),
+        vmb1 - vmb0,
+        batch_acked1 - batch_acked0,
+    );
     rows.push((
         "uplink measurement".into(),
         format!(
@@ -2178,4 +2216,5 @@ fn uplink(
     std::thread::sleep(Duration::from_millis(500));
     drop(sets);
     drop(vm);
+    drop(vmb);
 }

@@ -250,3 +250,54 @@ fn a_throttled_replay_never_sends_a_sample_twice() {
         spooled.len()
     );
 }
+
+/// Write requests VictoriaMetrics has answered on `/api/v1/write` (its own counter).
+fn write_requests(url: &str) -> f64 {
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    request(addr, "GET", "/metrics", &[], b"")
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("vm_http_requests_total{path=\"/api/v1/write\""))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+#[test]
+fn batched_live_snapshots_arrive_complete_in_fewer_requests() {
+    // A metered uplink: `batch_snapshots = 3` sends live snapshots three to a request, none
+    // missing, none held longer than the batch.
+    let port = free_port();
+    let data = TempDir::new("vm-batch-data");
+    let vm = victoria_metrics_on(port, data.path());
+    let url = vm.url();
+    let dir = TempDir::new("vm-batch-agent");
+    let a = Agent::start(
+        dir.path(),
+        &config_with(
+            dir.path(),
+            &format!("[metrics]\nsnapshot_interval_secs = 1\n\n[sinks.remote_write]\nenabled = true\nurl = \"http://127.0.0.1:{port}/api/v1/write\"\ntimeout_ms = 2000\nbatch_snapshots = 3\n"),
+        ),
+    );
+    a.wait_event("sink_online", Duration::from_secs(30), |e| {
+        e["sink"] == "remote_write"
+    });
+    let sel = "copilot_edge_build_info{gateway_id=\"gw-test\"}";
+    let (req0, n0) = (write_requests(&url), exported_timestamps(&url, sel).len());
+    std::thread::sleep(Duration::from_secs(12));
+    let (req1, ts) = (write_requests(&url), exported_timestamps(&url, sel));
+    let (requests, snapshots) = (req1 - req0, ts.len() - n0);
+    eprintln!("{snapshots} snapshots in {requests} write requests");
+    assert!(snapshots >= 8, "{snapshots} snapshots stored in 12 s");
+    assert!(
+        requests * 2.5 <= snapshots as f64 + 2.5,
+        "{snapshots} snapshots took {requests} requests (three to a request expected)"
+    );
+    // None missing (one every second), and the newest at most a batch behind.
+    let gap = ts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    assert!(gap < 1900, "a snapshot is missing: {gap} ms gap in {ts:?}");
+    let behind = now_ms() - ts.last().copied().unwrap_or(0);
+    assert!(
+        behind < 4_500,
+        "the newest stored snapshot is {behind} ms old"
+    );
+}
