@@ -459,6 +459,7 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
         auth: AuthCell::new(tokens, fixed_tokens, cfg.auth.tokens_file.clone()),
         metrics: metrics.clone(),
         recent: RecentAnswers::new(cfg.engine.recent_answers.get(), cfg.engine.feedback_window),
+        gaps: crate::gaps::RecentGaps::default(),
         llm: cfg.llm.clone().map(LlmClient::new),
         prices: cfg.llm_prices,
         writable_dirs: vec![

@@ -21,6 +21,8 @@
 //!   token, the per-address guessing slow-down; the tokens file's one format and parser and the
 //!   locked edits `copilot-edge token` makes (`auth/file.rs`), which config validation uses too.
 //! - [`recent`]: the bounded window of recent answers that `/v1/feedback` can rate.
+//! - [`gaps`]: knowledge gaps — refusals and low ratings as events, bounded counters and the
+//!   recent list the status page shows.
 //!
 //! **Answers**
 //! - [`diagnose`]: the engine: knowledge base, lexicon and language packs, asset register,
@@ -63,6 +65,7 @@ pub mod config;
 pub mod console;
 pub mod diagnose;
 pub mod fsutil;
+pub mod gaps;
 pub mod http;
 pub mod httpc;
 pub mod ids;

@@ -22,6 +22,8 @@ pub struct AnswerRecord {
     pub plant: String,
     /// The agent that answered.
     pub agent_name: &'static str,
+    /// The question, for a knowledge gap when the answer is rated badly.
+    pub question: crate::gaps::Question,
 }
 
 /// Outcome of [`RecentAnswers::take`].
@@ -105,6 +107,7 @@ mod tests {
         AnswerRecord {
             plant: "p".into(),
             agent_name: "rag_agent",
+            question: crate::gaps::Question::new("p", "e", None, "en", "leak"),
         }
     }
 

@@ -42,6 +42,8 @@ pub struct AppState {
     pub auth: AuthCell,
     pub metrics: Arc<Metrics>,
     pub recent: RecentAnswers,
+    /// Refusals and low ratings, for the status page ([`crate::gaps`]).
+    pub gaps: crate::gaps::RecentGaps,
     pub llm: Option<LlmClient>,
     pub prices: LlmPrices,
     /// Directories `/ready` checks for writability.

@@ -152,6 +152,9 @@ pub struct Metrics {
     /// not_a_fault_report, language_not_supported,
     /// no_sop_for_equipment_class).
     pub refusals: IntCounterVec,
+    /// Knowledge gaps ([`crate::gaps`]): refusals and ratings of 1-2 stars, by plant (bounded),
+    /// equipment class (from the asset register) and reason.
+    pub knowledge_gaps: IntCounterVec,
     /// Questions by the language they were understood in (the lexicon's codes: bounded by the
     /// lexicon files, never by request input).
     pub languages: IntCounterVec,
@@ -432,6 +435,12 @@ impl Metrics {
                 "Reloads of the knowledge base, lexicon and asset register (SIGHUP), by result.",
                 &["result"],
             )?,
+            knowledge_gaps: counter_vec(
+                &r,
+                "copilot_edge_knowledge_gaps_total",
+                "Questions no SOP answered and answers rated 1-2 stars, by plant, equipment class (asset register; unknown) and reason (a refusal reason or low_rating).",
+                &["plant_id", "equipment_class", "reason"],
+            )?,
             refusals: counter_vec(
                 &r,
                 "copilot_edge_diagnose_refusals_total",
@@ -641,6 +650,24 @@ impl Metrics {
         self.last_len.store(buf.len(), Relaxed);
         buf
     }
+}
+
+/// A registry for unit tests: gateway `gw`, at most 4 plants and 4 equipment ids per plant,
+/// windows of one, 1 s snapshots.
+#[cfg(test)]
+pub(crate) fn test_metrics() -> Arc<Metrics> {
+    let labels = LabelsConfig {
+        plant_ids: Default::default(),
+        max_plants: 4,
+        equipment_ids: Default::default(),
+        max_equipment_per_plant: 4,
+    };
+    let w = MetricsConfig {
+        hallucination_window: std::num::NonZeroUsize::MIN,
+        feedback_window: std::num::NonZeroUsize::MIN,
+        snapshot_interval: std::time::Duration::from_secs(1),
+    };
+    Arc::new(Metrics::new("gw", labels, &w, 0.0).expect("a valid registry"))
 }
 
 #[cfg(test)]

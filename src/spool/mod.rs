@@ -744,24 +744,7 @@ fn oldest_pending(segments: &[SegmentMeta], acked: u64) -> Option<(u64, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{LabelsConfig, MetricsConfig};
-    use std::collections::BTreeSet;
-    use std::num::NonZeroUsize;
-
-    fn metrics() -> Arc<Metrics> {
-        let labels = LabelsConfig {
-            plant_ids: BTreeSet::new(),
-            max_plants: 4,
-            equipment_ids: BTreeSet::new(),
-            max_equipment_per_plant: 4,
-        };
-        let w = MetricsConfig {
-            hallucination_window: NonZeroUsize::MIN,
-            feedback_window: NonZeroUsize::MIN,
-            snapshot_interval: Duration::from_secs(1),
-        };
-        Arc::new(Metrics::new("gw", labels, &w, 0.0).unwrap())
-    }
+    use crate::metrics::test_metrics as metrics;
 
     fn cfg(dir: &Path, max_bytes: u64, segment_bytes: u64) -> SpoolConfig {
         SpoolConfig {

@@ -300,15 +300,7 @@ fn pages_carry_security_headers_and_the_status_api_hides_details_without_a_token
     assert_eq!(public["authenticated"], false);
     assert!(public["knowledge_base"]["documents"].as_u64().unwrap() >= 40);
     assert!(public.get("warnings").is_none());
-    let auth = format!("Bearer {TOKEN}");
-    let full = request(
-        a.addr,
-        "GET",
-        "/v1/status",
-        &[("Authorization", &auth)],
-        b"",
-    )
-    .json();
+    let full = a.get_auth("/v1/status").json();
     assert_eq!(full["authenticated"], true);
     assert!(full["warnings"].is_array());
     // A wrong token sees the public part, not an error.
@@ -326,35 +318,16 @@ fn pages_carry_security_headers_and_the_status_api_hides_details_without_a_token
     // Documents and assets need a token; a document comes back as Markdown, payloads as text.
     assert_eq!(a.get("/v1/documents/SOP-PMP-001").status, 401);
     assert_eq!(a.get("/v1/assets").status, 401);
-    let d = request(
-        a.addr,
-        "GET",
-        "/v1/documents/SOP-XSS-001",
-        &[("Authorization", &auth)],
-        b"",
-    );
+    let d = a.get_auth("/v1/documents/SOP-XSS-001");
     assert_eq!(d.status, 200, "{}", d.text());
     let d = d.json();
     assert!(d["title"].as_str().unwrap().contains("<script>"));
     let md = d["markdown"].as_str().unwrap();
     assert!(md.contains("## Steps\n\n1. Zero the calibrator"), "{md}");
-    let missing = request(
-        a.addr,
-        "GET",
-        "/v1/documents/NOPE",
-        &[("Authorization", &auth)],
-        b"",
-    );
+    let missing = a.get_auth("/v1/documents/NOPE");
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json()["error"]["code"], "not_found");
-    let assets = request(
-        a.addr,
-        "GET",
-        "/v1/assets",
-        &[("Authorization", &auth)],
-        b"",
-    )
-    .json();
+    let assets = a.get_auth("/v1/assets").json();
     let ids: Vec<&str> = assets["assets"]
         .as_array()
         .unwrap()

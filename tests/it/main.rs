@@ -7,6 +7,7 @@ mod common;
 mod console;
 mod engine;
 mod faults;
+mod gaps;
 mod metrics;
 mod notify;
 mod remote_write;

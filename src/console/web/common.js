@@ -46,6 +46,7 @@
       spoolMin: 'Writing stops when free disk falls below {b}.', spoolNone: 'No spool configured.',
       writeBlocked: 'Spool writes are blocked (spool full or too little free disk) — new records cannot be buffered.',
       warnings: 'Recent warnings', warningsNone: 'No recent warnings.', warningsAuth: 'Sign in to see warnings.',
+      gaps: 'Questions no SOP answered', gapsNone: 'None since the agent started.', gapsAuth: 'Sign in to see the questions no SOP answered.',
       updated: 'Updated {t}', unreachable: 'Status unavailable: gateway unreachable. Retrying…', loading: 'Loading…',
       ago: '{d} ago', never: 'never', d: 'd'
     },
@@ -91,6 +92,7 @@
       spoolMin: 'Das Schreiben stoppt, wenn weniger als {b} frei sind.', spoolNone: 'Kein Spool konfiguriert.',
       writeBlocked: 'Schreiben in den Spool ist gesperrt (Spool voll oder zu wenig freier Speicher) — neue Datensätze können nicht gepuffert werden.',
       warnings: 'Letzte Warnungen', warningsNone: 'Keine aktuellen Warnungen.', warningsAuth: 'Zum Anzeigen der Warnungen anmelden.',
+      gaps: 'Fragen ohne passende Arbeitsanweisung', gapsNone: 'Keine seit dem Start des Agenten.', gapsAuth: 'Zum Anzeigen der unbeantworteten Fragen anmelden.',
       updated: 'Aktualisiert {t}', unreachable: 'Status nicht verfügbar: Gateway nicht erreichbar. Neuer Versuch…',
       loading: 'Wird geladen…', ago: 'vor {d}', never: 'nie', d: 'T'
     },
@@ -136,6 +138,7 @@
       spoolMin: 'La escritura se detiene si quedan menos de {b} libres.', spoolNone: 'No hay spool configurado.',
       writeBlocked: 'La escritura en el spool está bloqueada (spool lleno o poco disco libre) — los registros nuevos no se pueden guardar.',
       warnings: 'Avisos recientes', warningsNone: 'No hay avisos recientes.', warningsAuth: 'Inicie sesión para ver los avisos.',
+      gaps: 'Preguntas sin procedimiento', gapsNone: 'Ninguna desde el inicio del agente.', gapsAuth: 'Inicie sesión para ver las preguntas sin procedimiento.',
       updated: 'Actualizado {t}', unreachable: 'Estado no disponible: gateway inalcanzable. Reintentando…',
       loading: 'Cargando…', ago: 'hace {d}', never: 'nunca', d: 'd'
     }

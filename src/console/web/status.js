@@ -7,6 +7,7 @@
   var COLS = [['link', 'colLink'], ['since', 'colSince'], ['backlog-records', 'colRecords'], ['backlog-bytes', 'colBytes'],
     ['oldest-age', 'colOldest'], ['last-success', 'colSuccess'], ['last-error', 'colError']];
   var lastWarnings = null;
+  var lastGaps = null;
 
   function text(node, v) {
     v = v === null || v === undefined || v === '' ? '–' : String(v);
@@ -84,6 +85,25 @@
     note.hidden = (list || []).length > 0;
   }
 
+  // Refusals and 1-2 star ratings, newest first: what the next SOP should cover.
+  function drawGaps(list, authed) {
+    var note = $('gaps-note');
+    var key = authed ? JSON.stringify(list || []) : '';
+    if (key === lastGaps) return;
+    lastGaps = key;
+    var ul = C.clear($('gaps'));
+    if (!authed) { note.textContent = t('gapsAuth'); note.hidden = false; return; }
+    (list || []).forEach(function (g) {
+      ul.append(el('li', null,
+        el('span', { class: 'w-time', text: C.time(g.at, true) }), ' ',
+        el('span', { class: 'w-event', text: String(g.reason || '') }), ' ',
+        el('span', { class: 'w-detail', text: [g.plant_id, g.equipment_id, g.equipment_class, g.language].map(String).join(' · ') }), ' ',
+        el('q', { class: 'gap-question', text: String(g.text || '') })));
+    });
+    note.textContent = t('gapsNone');
+    note.hidden = (list || []).length > 0;
+  }
+
   function draw(s, rejected) {
     var authed = s.authenticated === true;
     text($('gw-id'), s.gateway_id);
@@ -103,6 +123,7 @@
     drawSinks(Array.isArray(s.sinks) ? s.sinks : [], authed);
     drawSpool(s.spool);
     drawWarnings(s.warnings, authed);
+    drawGaps(s.knowledge_gaps, authed);
     text($('updated'), t('updated', { t: C.time(new Date(), true) }));
   }
 

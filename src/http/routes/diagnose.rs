@@ -120,11 +120,29 @@ pub(super) async fn post(
     m.record_answer(&plant, agent::RAG, answer.supported);
 
     let request_id = crate::ids::uuid();
+    let question = crate::gaps::Question::new(
+        &body.plant_id,
+        &body.equipment_id,
+        answer.asset.as_ref().map(|a| a.class.as_str()),
+        &answer.language,
+        desc,
+    );
+    if let Some(r) = &answer.refusal {
+        state.gaps.record(
+            m,
+            &plant,
+            r.code(),
+            &request_id.to_string(),
+            trace,
+            &question,
+        );
+    }
     state.recent.insert(
         request_id,
         AnswerRecord {
             plant: plant.clone(),
             agent_name: agent::RAG,
+            question,
         },
         Instant::now(),
     );

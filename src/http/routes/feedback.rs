@@ -61,6 +61,16 @@ pub(super) async fn post(
         .metrics
         .record_feedback(&rec.plant, rec.agent_name, body.score as u8, now);
     info!(trace_id = %trace, request_id = %id, score = body.score, comment = %comment, "feedback_received");
+    if body.score as u8 <= crate::gaps::LOW_RATING_MAX {
+        state.gaps.record(
+            &state.metrics,
+            &rec.plant,
+            crate::gaps::LOW_RATING,
+            &id.to_string(),
+            trace,
+            &rec.question,
+        );
+    }
     Ok(json_response(
         StatusCode::OK,
         &json!({"status": "recorded", "request_id": id.to_string(), "score": body.score, "trace_id": trace}),

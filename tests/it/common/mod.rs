@@ -187,6 +187,12 @@ impl Agent {
         request(self.addr, "GET", path, &[], b"")
     }
 
+    /// Authenticated GET (the test token).
+    pub fn get_auth(&self, path: &str) -> Response {
+        let auth = format!("Bearer {TOKEN}");
+        request(self.addr, "GET", path, &[("Authorization", &auth)], b"")
+    }
+
     /// Authenticated JSON POST.
     pub fn post(&self, path: &str, body: &serde_json::Value) -> Response {
         let auth = format!("Bearer {TOKEN}");
