@@ -126,4 +126,8 @@ pub struct ReportArgs {
     /// Weekly LLM budget in USD the cost figure is compared against.
     #[arg(long, default_value_t = 35.0)]
     pub weekly_budget_usd: f64,
+    /// The agents' JSON log lines (log files, `journalctl -o cat`, or the MQTT log stream a
+    /// central subscriber keeps): example questions for "Where SOPs are missing".
+    #[arg(long, value_name = "FILE")]
+    pub gaps_file: Option<PathBuf>,
 }

@@ -395,6 +395,8 @@ mod tests {
             },
             plants: vec![],
             equipment: vec![],
+            gaps: vec![],
+            gap_examples_read: false,
             alerts: vec![],
             worst_hour: None,
             days: vec![],

@@ -93,6 +93,14 @@ pub enum ReportError {
     /// `--plant` is empty.
     #[error("invalid --plant: the plant id must not be empty")]
     EmptyPlant,
+    /// `--gaps-file` cannot be read.
+    #[error("cannot read --gaps-file {}: {source}", path.display())]
+    GapsFile {
+        /// The file given.
+        path: std::path::PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
     /// `--prometheus` is not a usable URL.
     #[error("invalid --prometheus URL {url:?}: {reason}")]
     InvalidUrl {
@@ -212,6 +220,15 @@ pub fn run(args: &ReportArgs) -> Result<(), ReportError> {
         args.plant.as_deref(),
         args.weekly_budget_usd,
     ))?;
+    let mut report = report;
+    if let Some(path) = &args.gaps_file {
+        let log = std::fs::read(path).map_err(|source| ReportError::GapsFile {
+            path: path.clone(),
+            source,
+        })?;
+        query::attach_gap_examples(&mut report.gaps, &String::from_utf8_lossy(&log), &week);
+        report.gap_examples_read = true;
+    }
     let assessment = health::assess(&report);
     let text = match args.format {
         ReportFormat::Markdown => render::markdown(&report, &assessment),

@@ -19,6 +19,10 @@ pub struct Report {
     pub plants: Vec<PlantRow>,
     /// At most 10, most requested first.
     pub equipment: Vec<EquipmentRow>,
+    /// Where SOPs are missing, most frequent first.
+    pub gaps: Vec<GapRow>,
+    /// Whether example questions were looked for (`--gaps-file`).
+    pub gap_examples_read: bool,
     /// Alerts that fired, longest first.
     pub alerts: Vec<AlertRow>,
     /// The hour with the highest P95 latency, if any hour had traffic.
@@ -134,6 +138,18 @@ pub struct EquipmentRow {
     pub plant: String,
     pub equipment: String,
     pub requests: f64,
+}
+
+/// "Where SOPs are missing": the week's knowledge gaps (refusals and ratings of 1-2 stars) of
+/// one plant, equipment class and reason, with a few of the questions when a log file was given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GapRow {
+    pub plant: String,
+    pub class: String,
+    pub reason: String,
+    pub count: f64,
+    /// Up to [`crate::report::query::GAP_EXAMPLES`] distinct questions, newest last.
+    pub examples: Vec<String>,
 }
 
 /// One alert series that fired during the week.

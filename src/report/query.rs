@@ -45,6 +45,10 @@ pub const NON_API_HANDLERS: &str = "/metrics|/health.*|/ready.*|/live.*";
 pub const PUSH_FRESH_SECS: i64 = 300;
 /// Top-N equipment.
 pub const TOP_EQUIPMENT: usize = 10;
+/// Rows of "Where SOPs are missing".
+pub const TOP_GAPS: usize = 20;
+/// Example questions per gap row.
+pub const GAP_EXAMPLES: usize = 3;
 /// Spacing assumed for an alert series with a single sample (Prometheus' default rule
 /// evaluation interval).
 pub const DEFAULT_ALERT_SPACING: i64 = 60;
@@ -180,6 +184,13 @@ pub mod promql {
 
     pub fn tokens(s: &Scope) -> String {
         increase("copilot_llm_token_usage_total", s, "sum by (direction)")
+    }
+
+    pub fn gaps(s: &Scope) -> String {
+        format!(
+            "sum by (plant_id, equipment_class, reason) (increase({}[7d])) > 0",
+            selector("copilot_edge_knowledge_gaps_total", &[s.p()])
+        )
     }
 
     pub fn equipment(s: &Scope) -> String {
@@ -381,6 +392,69 @@ pub fn equipment_rows(v: &[Sample]) -> Vec<EquipmentRow> {
     rows
 }
 
+/// Gap rows, most frequent first (ties by plant, class, reason, so the order is stable).
+pub fn gap_rows(v: &[Sample]) -> Vec<GapRow> {
+    let label = |s: &Sample, k: &str| s.labels.get(k).cloned().unwrap_or_default();
+    let mut rows: Vec<GapRow> = v
+        .iter()
+        .filter(|s| s.value.is_finite() && s.value > 0.0)
+        .map(|s| GapRow {
+            plant: label(s, "plant_id"),
+            class: label(s, "equipment_class"),
+            reason: label(s, "reason"),
+            count: s.value,
+            examples: Vec::new(),
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.count
+            .total_cmp(&a.count)
+            .then_with(|| (&a.plant, &a.class, &a.reason).cmp(&(&b.plant, &b.class, &b.reason)))
+    });
+    rows.truncate(TOP_GAPS);
+    rows
+}
+
+/// Adds example questions to `rows` from the agent's JSON log lines (`knowledge_gap` events of
+/// the week: its log files, `journalctl -o cat`, or the MQTT log stream a central subscriber
+/// keeps): per row the last [`GAP_EXAMPLES`] distinct questions. Other lines are passed over.
+pub fn attach_gap_examples(rows: &mut [GapRow], log: &str, week: &Week) {
+    for line in log.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["event"] != "knowledge_gap" {
+            continue;
+        }
+        let s = |k: &str| v[k].as_str().unwrap_or("");
+        let day = s("timestamp")
+            .get(..10)
+            .and_then(|d| super::week::Date::parse(d).ok());
+        if !day.is_some_and(|d| (week.start..week.end).contains(&(d.days() * DAY))) {
+            continue;
+        }
+        let (q, plant, class, reason) = (
+            s("question"),
+            s("plant_id"),
+            s("equipment_class"),
+            s("reason"),
+        );
+        if q.is_empty() {
+            continue;
+        }
+        if let Some(r) = rows
+            .iter_mut()
+            .find(|r| r.plant == plant && r.class == class && r.reason == reason)
+        {
+            r.examples.retain(|e| e != q);
+            r.examples.push(q.to_string());
+            if r.examples.len() > GAP_EXAMPLES {
+                r.examples.remove(0);
+            }
+        }
+    }
+}
+
 /// Asks Prometheus for every figure of the week and assembles the report.
 pub async fn collect(
     prom: &Prometheus,
@@ -527,6 +601,7 @@ pub async fn collect(
             .await?,
     );
     let equipment = equipment_rows(&prom.vector(&promql::equipment(&scope), t).await?);
+    let gaps = gap_rows(&prom.vector(&promql::gaps(&scope), t).await?);
 
     let mut alert_series = Vec::new();
     for q in promql::alerts(&scope) {
@@ -585,6 +660,8 @@ pub async fn collect(
         },
         plants,
         equipment,
+        gaps,
+        gap_examples_read: false,
         alerts,
         worst_hour,
         days,
@@ -782,5 +859,44 @@ mod tests {
             .map(|r| (r.plant.as_str(), r.equipment.as_str()))
             .collect();
         assert_eq!(got, [("a", "z"), ("a", "y"), ("b", "x")]);
+    }
+
+    #[test]
+    fn gap_rows_rank_and_take_the_weeks_last_distinct_questions() {
+        let s = |p: &str, c: &str, r: &str, v: f64| Sample {
+            labels: [("plant_id", p), ("equipment_class", c), ("reason", r)]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            value: v,
+        };
+        let mut rows = gap_rows(&[
+            s("p1", "pump", "low_rating", 2.0),
+            s("p1", "generator", "no_sop_for_machine", 7.0),
+            s("p2", "pump", "no_sop", 0.0),
+        ]);
+        assert_eq!(
+            rows.iter().map(|r| r.count).collect::<Vec<_>>(),
+            vec![7.0, 2.0]
+        );
+        let line = |day: &str, q: &str| {
+            format!(
+                r#"{{"timestamp":"{day}T10:00:00.000000Z","level":"info","event":"knowledge_gap","plant_id":"p1","equipment_class":"generator","reason":"no_sop_for_machine","question":"{q}"}}"#
+            )
+        };
+        let log = [
+            line("2026-11-08", "last week"),
+            line("2026-11-09", "one"),
+            "not json".to_string(),
+            line("2026-11-10", "two"),
+            line("2026-11-11", "one"),
+            line("2026-11-12", "three"),
+            line("2026-11-13", "four"),
+            line("2026-11-16", "next week"),
+        ]
+        .join("\n");
+        attach_gap_examples(&mut rows, &log, &week());
+        assert_eq!(rows[0].examples, vec!["one", "three", "four"]);
+        assert!(rows[1].examples.is_empty());
     }
 }

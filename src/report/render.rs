@@ -336,6 +336,46 @@ pub fn markdown(r: &Report, a: &Assessment) -> String {
         s.push('\n');
     }
 
+    let _ = writeln!(s, "## Where SOPs are missing\n");
+    let _ = writeln!(
+        s,
+        "Questions no SOP answered and answers rated 1–2 stars this week (`copilot_edge_knowledge_gaps_total`), by plant, equipment class and reason.\n"
+    );
+    if r.gaps.is_empty() {
+        let _ = writeln!(s, "No refusals or low ratings this week.\n");
+    } else {
+        let _ = writeln!(
+            s,
+            "| # | Plant | Equipment class | Reason | Count | Example questions |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        for (i, g) in r.gaps.iter().enumerate() {
+            let examples = g
+                .examples
+                .iter()
+                .map(|q| format!("“{}”", escape_md(q)))
+                .collect::<Vec<_>>()
+                .join("<br>");
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                i + 1,
+                escape_md(&g.plant),
+                escape_md(&g.class),
+                escape_md(&g.reason),
+                count(g.count),
+                or_dash(&examples)
+            );
+        }
+        if !r.gap_examples_read {
+            let _ = writeln!(
+                s,
+                "\nExample questions: give the agents' log lines with `--gaps-file`."
+            );
+        }
+        s.push('\n');
+    }
+
     let _ = writeln!(s, "## Per day\n");
     let _ = writeln!(s, "| Day | Requests | P95 latency |");
     let _ = writeln!(s, "|---|---|---|");
@@ -569,6 +609,33 @@ pub fn html(r: &Report, a: &Assessment) -> String {
         let _ = writeln!(s, "</tbody>\n</table>");
     }
 
+    let _ = writeln!(s, "<h2>Where SOPs are missing</h2>");
+    let _ = writeln!(s, "<p>Questions no SOP answered and answers rated 1–2 stars this week, by plant, equipment class and reason.</p>");
+    if r.gaps.is_empty() {
+        let _ = writeln!(s, "<p>No refusals or low ratings this week.</p>");
+    } else {
+        let _ = writeln!(s, "<table class=\"gaps\">\n<thead><tr><th>#</th><th>Plant</th><th>Equipment class</th><th>Reason</th><th>Count</th><th>Example questions</th></tr></thead>\n<tbody>");
+        for (i, g) in r.gaps.iter().enumerate() {
+            let examples = g
+                .examples
+                .iter()
+                .map(|q| format!("<q>{}</q>", e(q)))
+                .collect::<Vec<_>>()
+                .join("<br>");
+            let _ = writeln!(
+                s,
+                "<tr><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+                i + 1,
+                e(&g.plant),
+                e(&g.class),
+                e(&g.reason),
+                count(g.count),
+                if examples.is_empty() { "–".to_string() } else { examples }
+            );
+        }
+        let _ = writeln!(s, "</tbody>\n</table>");
+    }
+
     let _ = writeln!(
         s,
         "<h2>How the figures are computed</h2>\n<ul class=\"method\">"
@@ -619,6 +686,14 @@ mod tests {
                 equipment: "press_07".into(),
                 requests: 14112.0,
             }],
+            gaps: vec![GapRow {
+                plant: "plant-7".into(),
+                class: "diesel generator".into(),
+                reason: "no_sop_for_machine".into(),
+                count: 12.0,
+                examples: vec!["generator won't start <b>|</b> on test".into()],
+            }],
+            gap_examples_read: true,
             alerts: vec![AlertRow {
                 alertname: "HighRequestLatency".into(),
                 severity: "warning".into(),
@@ -667,6 +742,8 @@ mod tests {
             "Wed 2026-11-11 14:00–15:00 UTC: P95 2275.0 ms (SLA 500 ms). Hours above the SLA: 1 of 168 with traffic.",
             "| plant-\\<7\\>\\|x | 43,488 | 355.7 ms | 5.00% | no ratings |",
             "| 1 | plant-7 | press\\_07 | 14,112 |",
+            "## Where SOPs are missing",
+            "| 1 | plant-7 | diesel generator | no\\_sop\\_for\\_machine | 12 | “generator won't start \\<b\\>\\|\\</b\\> on test” |",
             "| Mon 2026-11-09 | 11,520 | no data |",
             "| Tue 2026-11-10 | 11,520 | 330.0 ms |",
             "## How the figures are computed",
@@ -681,6 +758,7 @@ mod tests {
         r.alerts.clear();
         r.worst_hour = None;
         r.equipment.clear();
+        r.gaps.clear();
         r.figures.feedback = None;
         r.figures.tokens.clear();
         r.budget_usd = 0.0;
@@ -689,6 +767,7 @@ mod tests {
             "No alert fired this week.",
             "No latency samples this week.",
             "No equipment requests this week.",
+            "No refusals or low ratings this week.",
             "| Average feedback | no ratings | > 4.0 | AMBER |",
             "| Tokens | no data | — | — |",
             "| LLM cost (estimated) | $47.25 | no budget set | — |",
@@ -708,6 +787,10 @@ mod tests {
         assert!(h.contains("data-overall=\"AMBER\""));
         assert!(h.contains("plant-&lt;7&gt;|x"));
         assert!(!h.contains("plant-<7>"));
+        assert!(
+            h.contains("<q>generator won&#39;t start &lt;b&gt;|&lt;/b&gt; on test</q>"),
+            "{h}"
+        );
         for bad in ["src=", "href=", "url(", "@import", "<script", "<link"] {
             assert!(!h.contains(bad), "{bad}");
         }

@@ -314,6 +314,18 @@ fn openmetrics() -> String {
             move |j| rate * factor(j),
         );
     }
+    // Knowledge gaps at plant-7: a question no SOP answers every 10 minutes, a low rating every
+    // 20 (1,008 and 504 in the week).
+    for (class, reason, inc) in [
+        ("diesel generator", "no_sop_for_machine", 0.5),
+        ("centrifugal pump", "low_rating", 0.25),
+    ] {
+        om.counter(
+            "copilot_edge_knowledge_gaps_total",
+            &format!("plant_id=\"plant-7\",equipment_class=\"{class}\",reason=\"{reason}\",gateway_id=\"gw-1\""),
+            move |_| inc,
+        );
+    }
     let wed = 2 * 288;
     alert(
         &mut om,
@@ -725,6 +737,20 @@ fn weekly_report_matches_the_data_put_in() {
 
     // --- all plants, Markdown ---
     let md_path = out.path().join("weekly.md");
+    // The agents' log lines as a central subscriber keeps them: example questions.
+    let gaps_file = work.path().join("gaps.jsonl");
+    let gap = |day: &str, q: &str| {
+        format!("{{\"timestamp\":\"2026-11-{day}T08:00:00.000000Z\",\"level\":\"info\",\"event\":\"knowledge_gap\",\"reason\":\"no_sop_for_machine\",\"plant_id\":\"plant-7\",\"equipment_class\":\"diesel generator\",\"question\":\"{q}\"}}\n")
+    };
+    std::fs::write(
+        &gaps_file,
+        [
+            gap("08", "last week's question"),
+            gap("10", "the generator will not start on its weekly test"),
+        ]
+        .concat(),
+    )
+    .unwrap();
     let (code, stdout, stderr) = report(
         out.path(),
         &url,
@@ -733,6 +759,8 @@ fn weekly_report_matches_the_data_put_in() {
             "2026-11-12",
             "--weekly-budget-usd",
             "50",
+            "--gaps-file",
+            gaps_file.to_str().unwrap(),
             "--out",
             md_path.to_str().unwrap(),
         ],
@@ -823,6 +851,42 @@ fn weekly_report_matches_the_data_put_in() {
     assert!(
         !md.contains("press-01") && !md.contains("pump-01"),
         "the two least requested are out"
+    );
+
+    // Where SOPs are missing: ranked, counted from the store, the week's question from the file.
+    let section = md
+        .split("## Where SOPs are missing")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .unwrap_or_else(|| panic!("no gaps section in\n{md}"));
+    let gap_rows: Vec<Vec<String>> = section
+        .lines()
+        .filter(|l| l.starts_with("| 1 |") || l.starts_with("| 2 |"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect();
+    assert_eq!(gap_rows.len(), 2, "{section}");
+    assert_eq!(
+        gap_rows[0][1..5],
+        [
+            "plant-7",
+            "diesel generator",
+            "no\\_sop\\_for\\_machine",
+            "1,008"
+        ],
+        "{section}"
+    );
+    assert_eq!(
+        gap_rows[0][5],
+        "“the generator will not start on its weekly test”"
+    );
+    assert_eq!(
+        gap_rows[1][1..6],
+        ["plant-7", "centrifugal pump", "low\\_rating", "504", "—"]
     );
 
     // Alerts: the firing ones in the week, with how long; not the pending one, not the one that
