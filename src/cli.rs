@@ -34,6 +34,7 @@ pub enum Command {
     /// Print the embedded default config as a commented TOML file.
     PrintDefaultConfig,
     /// Build the weekly health report from a Prometheus server's HTTP API.
+    #[cfg(feature = "report")]
     Report(ReportArgs),
     /// Inspect the on-disk spool.
     Spool {
@@ -99,6 +100,7 @@ pub enum SpoolCommand {
 }
 
 /// Output format of `report`.
+#[cfg(feature = "report")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReportFormat {
     Markdown,
@@ -106,6 +108,7 @@ pub enum ReportFormat {
 }
 
 /// `report` arguments.
+#[cfg(feature = "report")]
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     /// Prometheus base URL, e.g. http://127.0.0.1:9090

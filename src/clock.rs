@@ -340,7 +340,7 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
     if p.next()? != "GMT" || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
         return None;
     }
-    let days = crate::report::week::Date { year, month, day }.days();
+    let days = days_from_civil(i64::from(year), month, day);
     Some(days * 86_400 + h * 3600 + m * 60 + sec)
 }
 

@@ -75,6 +75,7 @@ pub mod memtrim;
 pub mod metrics;
 pub mod notify;
 pub mod recent;
+#[cfg(feature = "report")]
 pub mod report;
 pub mod sinks;
 pub mod spool;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use copilot_edge::cli::{Cli, Command, SpoolCommand, TokenCommand};
 use copilot_edge::config::{self, Environment};
-use copilot_edge::{app, auth, report};
+#[cfg(feature = "report")]
+use copilot_edge::report;
+use copilot_edge::{app, auth};
 
 /// EX_CONFIG from sysexits.h; the unit file sets `RestartPreventExitStatus=78`.
 const EX_CONFIG: u8 = 78;
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         .clone()
         .or_else(|| config::default_config_path(&env));
     match cli.command.unwrap_or(Command::Serve) {
+        #[cfg(feature = "report")]
         Command::Report(args) => match report::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(report::ReportError::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
