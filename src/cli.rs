@@ -18,6 +18,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     #[command(subcommand)]
+    /// The subcommand; none runs `serve`.
     pub command: Option<Command>,
 }
 
@@ -39,6 +40,7 @@ pub enum Command {
     /// Inspect the on-disk spool.
     Spool {
         #[command(subcommand)]
+        /// What to do with the spool.
         command: SpoolCommand,
     },
     /// Measure answer quality on a labelled question file (tab-separated: split, subset,
@@ -49,6 +51,7 @@ pub enum Command {
     /// `<state_dir>/tokens`); the running agent picks changes up within seconds.
     Token {
         #[command(subcommand)]
+        /// What to do with the tokens file.
         command: TokenCommand,
     },
 }
@@ -64,7 +67,10 @@ pub enum TokenCommand {
     /// List the names in the tokens file (never the tokens).
     List,
     /// Remove NAME's token; requests with it are refused within seconds.
-    Revoke { name: String },
+    Revoke {
+        /// The name the token was added for.
+        name: String,
+    },
 }
 
 /// `eval` arguments.
@@ -103,7 +109,9 @@ pub enum SpoolCommand {
 #[cfg(feature = "report")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReportFormat {
+    /// GitHub-flavoured Markdown, for chat and wikis.
     Markdown,
+    /// One self-contained HTML file with inline SVG charts, for mail.
     Html,
 }
 
@@ -122,6 +130,7 @@ pub struct ReportArgs {
     #[arg(long)]
     pub plant: Option<String>,
     #[arg(long, value_enum, default_value = "markdown")]
+    /// Output format.
     pub format: ReportFormat,
     /// Write here (atomically) instead of stdout.
     #[arg(long)]

@@ -10,18 +10,23 @@ use super::model::{Feedback, Ratio, Report};
 
 /// Uptime target and RED line.
 pub const UPTIME_TARGET: f64 = 0.995;
+/// Uptime below this is RED (AMBER from here to the target).
 pub const UPTIME_RED: f64 = 0.99;
 /// The latency SLA (P95, seconds) and the AMBER line below it.
 pub const P95_SLA: f64 = 0.5;
+/// P95 above this (and at most the SLA) is AMBER: within 10 % of the SLA, seconds.
 pub const P95_AMBER: f64 = 0.45;
 /// Error rate target and RED line.
 pub const ERROR_TARGET: f64 = 0.03;
+/// A 5xx share at or above this is RED.
 pub const ERROR_RED: f64 = 0.045;
 /// Hallucination rate target and RED line.
 pub const HALLUCINATION_TARGET: f64 = 0.05;
+/// A hallucination rate at or above this is RED.
 pub const HALLUCINATION_RED: f64 = 0.075;
 /// Average feedback target and RED line.
 pub const FEEDBACK_TARGET: f64 = 4.0;
+/// An average rating at or below this is RED.
 pub const FEEDBACK_RED: f64 = 3.5;
 /// Cost above budget × this is RED.
 pub const COST_RED_FACTOR: f64 = 1.2;
@@ -29,12 +34,16 @@ pub const COST_RED_FACTOR: f64 = 1.2;
 /// A verdict, ordered from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Status {
+    /// The target is met.
     Green,
+    /// A near miss, or a figure without data.
     Amber,
+    /// A wide miss.
     Red,
 }
 
 impl Status {
+    /// `GREEN`, `AMBER` or `RED`.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Green => "GREEN",
@@ -53,17 +62,24 @@ impl fmt::Display for Status {
 /// A figure that has a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Figure {
+    /// Share of the week the gateways were up.
     Uptime,
+    /// P95 latency of the SLA agent.
     P95,
+    /// 5xx share of API responses.
     Errors,
+    /// Share of answers citing no document.
     Hallucinations,
+    /// Average user rating.
     Feedback,
+    /// Estimated LLM cost against the weekly budget.
     Cost,
 }
 
 /// One judged figure.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
+    /// Its verdict.
     pub status: Status,
     /// Why, for AMBER and RED (empty for GREEN).
     pub reason: String,
@@ -72,6 +88,7 @@ pub struct Verdict {
 /// The overall health and the verdict of each figure.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assessment {
+    /// The worst verdict (one plant alone raises it to AMBER at most).
     pub overall: Status,
     /// Verdicts of the scope's figures (the cost is absent without a budget).
     pub figures: Vec<(Figure, Verdict)>,
@@ -99,22 +116,27 @@ fn banded(green: bool, amber: bool) -> Status {
     }
 }
 
+/// Verdict on an uptime ratio (0..1).
 pub fn uptime(r: f64) -> Status {
     banded(r >= UPTIME_TARGET, r >= UPTIME_RED)
 }
 
+/// Verdict on a P95 latency in seconds.
 pub fn p95(seconds: f64) -> Status {
     banded(seconds <= P95_AMBER, seconds <= P95_SLA)
 }
 
+/// Verdict on a 5xx share (0..1).
 pub fn error_rate(r: f64) -> Status {
     banded(r < ERROR_TARGET, r < ERROR_RED)
 }
 
+/// Verdict on a hallucination rate (0..1).
 pub fn hallucination_rate(r: f64) -> Status {
     banded(r < HALLUCINATION_TARGET, r < HALLUCINATION_RED)
 }
 
+/// Verdict on an average rating (1..5).
 pub fn feedback(avg: f64) -> Status {
     banded(avg > FEEDBACK_TARGET, avg > FEEDBACK_RED)
 }

@@ -7,6 +7,7 @@ use super::week::Week;
 /// Everything the report shows, for one week and one scope (all plants, or `--plant`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
+    /// The reporting week.
     pub week: Week,
     /// `--plant`, when the report is restricted to one plant.
     pub plant: Option<String>,
@@ -14,6 +15,7 @@ pub struct Report {
     pub source: String,
     /// `--weekly-budget-usd` (0 = no budget).
     pub budget_usd: f64,
+    /// The headline figures.
     pub figures: Figures,
     /// One row per plant, ordered by plant id.
     pub plants: Vec<PlantRow>,
@@ -34,6 +36,7 @@ pub struct Report {
 /// The headline figures of the scope.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Figures {
+    /// Uptime, when any source had data.
     pub uptime: Option<Uptime>,
     /// P95 of `copilot_latency_seconds` for `rag_agent`, in seconds.
     pub p95_seconds: Option<f64>,
@@ -43,6 +46,7 @@ pub struct Figures {
     pub errors: Option<Ratio>,
     /// Unsupported answers over answers.
     pub hallucinations: Option<Ratio>,
+    /// Average rating, when there were ratings.
     pub feedback: Option<Feedback>,
     /// Tokens by `direction`, ordered by direction.
     pub tokens: Vec<(String, f64)>,
@@ -75,7 +79,9 @@ impl UptimeSource {
 /// Share of the week each gateway was up, averaged over gateways.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Uptime {
+    /// Share of the week up (0..1).
     pub ratio: f64,
+    /// Which series it was computed from.
     pub source: UptimeSource,
     /// Number of series (gateways) averaged.
     pub gateways: usize,
@@ -84,7 +90,9 @@ pub struct Uptime {
 /// `part` out of `whole` (whole > 0).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ratio {
+    /// The counted part (e.g. 5xx responses).
     pub part: f64,
+    /// The whole it is a share of (e.g. all API responses).
     pub whole: f64,
 }
 
@@ -98,6 +106,7 @@ impl Ratio {
         })
     }
 
+    /// `part / whole`.
     pub fn rate(&self) -> f64 {
         self.part / self.whole
     }
@@ -106,7 +115,9 @@ impl Ratio {
 /// Average rating, weighted by the number of ratings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Feedback {
+    /// Mean rating (1..5).
     pub average: f64,
+    /// Number of ratings.
     pub ratings: f64,
 }
 
@@ -125,18 +136,26 @@ impl Feedback {
 /// One plant's figures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlantRow {
+    /// Plant id.
     pub plant: String,
+    /// Requests in the week.
     pub requests: f64,
+    /// P95 latency in seconds, when there were samples.
     pub p95_seconds: Option<f64>,
+    /// Answers citing no document, of all answers.
     pub hallucinations: Option<Ratio>,
+    /// Average rating, when there were ratings.
     pub feedback: Option<Feedback>,
 }
 
 /// One of the most requested pieces of equipment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EquipmentRow {
+    /// Plant id.
     pub plant: String,
+    /// Equipment id.
     pub equipment: String,
+    /// Requests in the week.
     pub requests: f64,
 }
 
@@ -144,9 +163,13 @@ pub struct EquipmentRow {
 /// one plant, equipment class and reason, with a few of the questions when a log file was given.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GapRow {
+    /// Plant id.
     pub plant: String,
+    /// Equipment class from the asset register (`unknown` when not listed).
     pub class: String,
+    /// A refusal reason, or `low_rating`.
     pub reason: String,
+    /// Gaps in the week.
     pub count: f64,
     /// Up to [`crate::report::query::GAP_EXAMPLES`] distinct questions, newest last.
     pub examples: Vec<String>,
@@ -155,9 +178,13 @@ pub struct GapRow {
 /// One alert series that fired during the week.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertRow {
+    /// The alert's name.
     pub alertname: String,
+    /// Its `severity` label.
     pub severity: String,
+    /// Its `plant_id` label (empty when it has none).
     pub plant: String,
+    /// Its `gateway_id` label (empty when it has none).
     pub gateway: String,
     /// Other identifying labels, `k=v` joined with commas.
     pub details: String,
@@ -174,6 +201,7 @@ pub struct AlertRow {
 pub struct WorstHour {
     /// Start of the hour (Unix seconds).
     pub start: i64,
+    /// P95 latency of that hour in seconds.
     pub p95_seconds: f64,
     /// Hours of the week whose P95 was above the SLA.
     pub hours_over_sla: usize,
@@ -186,6 +214,8 @@ pub struct WorstHour {
 pub struct DayRow {
     /// 00:00 UTC of the day.
     pub start: i64,
+    /// Requests that day, when there was data.
     pub requests: Option<f64>,
+    /// P95 latency that day in seconds, when there were samples.
     pub p95_seconds: Option<f64>,
 }

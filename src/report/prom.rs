@@ -27,14 +27,18 @@ pub type Labels = BTreeMap<String, String>;
 /// One element of an instant vector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
+    /// The sample's labels.
     pub labels: Labels,
+    /// Its value.
     pub value: f64,
 }
 
 /// One series of a matrix: `(unix seconds, value)` points in time order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
+    /// The series' labels.
     pub labels: Labels,
+    /// `(unix seconds, value)` points in time order.
     pub points: Vec<(f64, f64)>,
 }
 

@@ -110,6 +110,7 @@ impl Scope {
 pub mod promql {
     use super::*;
 
+    /// Requests (`copilot_requests_total` increase over `window`), aggregated by `agg`.
     pub fn requests(s: &Scope, agg: &str, window: &str) -> String {
         format!(
             "{agg} (increase({}[{window}]))",
@@ -117,6 +118,7 @@ pub mod promql {
         )
     }
 
+    /// The gateways that served a plant during the week.
     pub fn gateways_of_plant(plant_matcher: &str) -> String {
         format!(
             "count by (gateway_id) (count_over_time({}[7d]))",
@@ -124,6 +126,7 @@ pub mod promql {
         )
     }
 
+    /// Scrape uptime: the week's mean of `up` per gateway.
     pub fn uptime_scrape(s: &Scope) -> String {
         format!(
             "avg_over_time({}[7d])",
@@ -158,6 +161,7 @@ pub mod promql {
         )
     }
 
+    /// API responses in the week (probes and scrapes left out); only 5xx when asked.
     pub fn http_requests(s: &Scope, only_5xx: bool) -> String {
         let handlers = format!("handler!~{}", quote(NON_API_HANDLERS));
         format!(
@@ -169,6 +173,7 @@ pub mod promql {
         )
     }
 
+    /// `metric`'s increase over the week, aggregated by `agg`.
     pub fn increase(metric: &str, s: &Scope, agg: &str) -> String {
         format!("{agg} (increase({}[7d]))", selector(metric, &[s.p()]))
     }
@@ -182,10 +187,12 @@ pub mod promql {
         )
     }
 
+    /// LLM tokens by direction.
     pub fn tokens(s: &Scope) -> String {
         increase("copilot_llm_token_usage_total", s, "sum by (direction)")
     }
 
+    /// Knowledge gaps by plant, equipment class and reason (only those with some).
     pub fn gaps(s: &Scope) -> String {
         format!(
             "sum by (plant_id, equipment_class, reason) (increase({}[7d])) > 0",
@@ -193,6 +200,7 @@ pub mod promql {
         )
     }
 
+    /// The most requested equipment.
     pub fn equipment(s: &Scope) -> String {
         format!(
             "topk({TOP_EQUIPMENT}, sum by (plant_id, equipment_id) (increase({}[7d])))",

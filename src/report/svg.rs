@@ -5,8 +5,9 @@
 
 use super::fmt::escape_html;
 
-/// Chart width and height in px.
+/// Chart width in px.
 pub const WIDTH: f64 = 560.0;
+/// Chart height in px.
 pub const HEIGHT: f64 = 200.0;
 /// Plot area margins: left (axis labels), right, top, bottom (day labels).
 const LEFT: f64 = 56.0;

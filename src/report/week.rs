@@ -15,8 +15,11 @@ pub const WEEK: i64 = 7 * DAY;
 /// A calendar date (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Date {
+    /// Year (proleptic Gregorian).
     pub year: i32,
+    /// Month, 1..=12.
     pub month: u32,
+    /// Day of the month, 1..=31.
     pub day: u32,
 }
 
@@ -92,7 +95,9 @@ fn days_in_month(year: i32, month: u32) -> u32 {
 /// 00:00 UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Week {
+    /// Monday 00:00 UTC, Unix seconds.
     pub start: i64,
+    /// The next Monday 00:00 UTC (exclusive), Unix seconds.
     pub end: i64,
 }
 
