@@ -20,14 +20,19 @@ pub fn gzip(data: &[u8], level: u8) -> Vec<u8> {
 /// Why a gzip member could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GunzipError {
+    /// Too short, or no gzip magic and deflate method in the header.
     #[error("not a gzip member")]
     NotGzip,
+    /// The header sets flags (file name, comment, extra fields, header CRC): not supported.
     #[error("gzip header flags {0:#x} are not supported")]
     Flags(u8),
+    /// The deflate stream is corrupt or truncated.
     #[error("corrupt deflate data")]
     Deflate,
+    /// The CRC-32 or length in the trailer does not match the inflated data.
     #[error("checksum or length mismatch")]
     Trailer,
+    /// The data inflates to more than the limit (the limit in bytes).
     #[error("larger than {0} bytes")]
     TooLarge(usize),
 }

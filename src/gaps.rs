@@ -36,10 +36,13 @@ pub const UNKNOWN_CLASS: &str = "unknown";
 /// What a gap says about the question behind it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Question {
+    /// The plant the question came from, as the request named it.
     pub plant_id: String,
+    /// The equipment the question was about, as the request named it.
     pub equipment_id: String,
     /// From the asset register; [`UNKNOWN_CLASS`] when it does not list the equipment.
     pub equipment_class: String,
+    /// The language the question was understood in (lexicon code, `en` for English).
     pub language: String,
     /// The problem description, cut to [`MAX_QUESTION_CHARS`].
     pub text: String,
@@ -74,9 +77,12 @@ impl Question {
 pub struct Gap {
     /// RFC 3339, UTC.
     pub at: String,
+    /// The request id of the answer that was refused or rated.
     pub request_id: String,
+    /// A refusal code (`no_matching_sop`, `out_of_scope`, ...) or [`LOW_RATING`].
     pub reason: &'static str,
     #[serde(flatten)]
+    /// The question behind the gap (its fields appear flattened in the JSON).
     pub question: Question,
 }
 

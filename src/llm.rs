@@ -55,8 +55,11 @@ impl LlmError {
 /// A report written by the upstream, with its reported usage.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlmReport {
+    /// The report, `choices[0].message.content` trimmed (never empty).
     pub text: String,
+    /// `usage.prompt_tokens`; 0 when the server reports no usage.
     pub input_tokens: u64,
+    /// `usage.completion_tokens`; 0 when the server reports no usage.
     pub output_tokens: u64,
 }
 

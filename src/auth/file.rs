@@ -96,6 +96,7 @@ pub(super) fn hex(d: &[u8; 32]) -> String {
 /// One entry of the tokens file as `token list` shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listed {
+    /// The token's name (`user_id`).
     pub name: String,
     /// From the `# added …` comment `token add` writes above the entry.
     pub added: Option<String>,
@@ -119,7 +120,9 @@ pub enum TokenCmdError {
     /// Locking, writing, syncing or renaming failed; the file is unchanged.
     #[error("writing {path}: {source}")]
     Write {
+        /// The tokens file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
 }

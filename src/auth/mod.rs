@@ -28,7 +28,9 @@ pub use file::{
 /// A configured API user: the SHA-256 of their token, never the token itself.
 #[derive(Debug, Clone)]
 pub struct TokenEntry {
+    /// The user's name (`user_id`), logged with each request the token authenticates.
     pub user_id: String,
+    /// SHA-256 of the bearer token; a request's token is hashed and compared in constant time.
     pub sha256: [u8; 32],
 }
 
@@ -143,6 +145,7 @@ type Stamp = (std::time::SystemTime, u64, u64, u32);
 /// What a [`AuthCell::refresh`] did.
 #[derive(Debug, PartialEq)]
 pub enum Refresh {
+    /// The file has not changed since it was last read.
     Unchanged,
     /// Reloaded: number of tokens now accepted.
     Reloaded(usize),
@@ -358,6 +361,7 @@ impl AuthFailures {
     /// Addresses tracked at once.
     pub const MAX_ADDRESSES: usize = 4096;
 
+    /// An empty table: no address slowed down.
     pub fn new() -> Self {
         AuthFailures {
             table: std::sync::Mutex::new(std::collections::HashMap::new()),

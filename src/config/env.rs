@@ -8,9 +8,13 @@ use std::path::PathBuf;
 /// Where the agent looks for things outside the config file.
 #[derive(Debug, Clone, Default)]
 pub struct Environment {
+    /// `$STATE_DIRECTORY` (systemd `StateDirectory=`): the default state directory.
     pub state_directory: Option<PathBuf>,
+    /// `$LOGS_DIRECTORY` (systemd `LogsDirectory=`): the default log directory.
     pub logs_directory: Option<PathBuf>,
+    /// `$CONFIGURATION_DIRECTORY`: where `copilot-edge.toml` is looked for when no file is named.
     pub configuration_directory: Option<PathBuf>,
+    /// `$CREDENTIALS_DIRECTORY` (`LoadCredential=`): secrets read by name, e.g. `mqtt-password`.
     pub credentials_directory: Option<PathBuf>,
 }
 

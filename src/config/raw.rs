@@ -15,16 +15,27 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
+    /// `[server]`: the HTTP listener.
     pub server: RawServer,
+    /// `[paths]`: directories and knowledge files.
     pub paths: RawPaths,
+    /// `[identity]`: gateway and plant ids.
     pub identity: RawIdentity,
+    /// `[auth]`: API tokens.
     pub auth: RawAuth,
+    /// `[labels]`: bounds on label values from requests.
     pub labels: RawLabels,
+    /// `[engine]`: the local retrieval engine.
     pub engine: RawEngine,
+    /// `[llm]`: the optional upstream LLM and its prices.
     pub llm: RawLlm,
+    /// `[metrics]`: rolling windows and the snapshot interval.
     pub metrics: RawMetrics,
+    /// `[logging]`: level and log files.
     pub logging: RawLogging,
+    /// `[spool]`: the on-disk buffer.
     pub spool: RawSpool,
+    /// `[sinks]`: the uplinks, each off unless enabled.
     pub sinks: RawSinks,
 }
 
@@ -32,15 +43,25 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawServer {
+    /// Socket address the API binds, e.g. `0.0.0.0:8080` for the plant LAN.
     pub listen: String,
+    /// Requests with a larger body get 413.
     pub max_body_bytes: u64,
+    /// Connections beyond this wait in the kernel's accept queue.
     pub max_connections: u64,
+    /// Open connections one client address may hold (the next gets 429); 0 = no bound.
     pub max_connections_per_client: u64,
+    /// A client must send its request headers within this many seconds.
     pub header_read_timeout_secs: u64,
+    /// A request (an upstream LLM call included) must finish within this many seconds.
     pub request_timeout_secs: u64,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT; 0 = drop them at once.
     pub shutdown_grace_secs: u64,
+    /// Require a bearer token on `GET /metrics` too.
     pub metrics_require_auth: bool,
+    /// Latency SLA in milliseconds: slower requests log `high_latency_detected`.
     pub sla_ms: u64,
+    /// Host names the API may be reached by besides IPs, localhost and this host (`*.domain`, `*`).
     pub allowed_hosts: Vec<String>,
 }
 
@@ -65,7 +86,9 @@ impl Default for RawServer {
 #[derive(Debug, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawPaths {
+    /// State directory; empty = `$STATE_DIRECTORY`, else `copilot-edge-data/state`.
     pub state_dir: String,
+    /// Log directory; empty = `$LOGS_DIRECTORY`, else `copilot-edge-data/logs`.
     pub log_dir: String,
     /// A folder of SOP Markdown files; empty = the sample knowledge base embedded in the binary.
     pub knowledge_dir: String,
@@ -80,7 +103,9 @@ pub struct RawPaths {
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawIdentity {
+    /// The `gateway_id` label on every series; part of MQTT topics and push grouping keys.
     pub gateway_id: String,
+    /// The plant this gateway stands in (MQTT topics, the Pushgateway grouping key `site`).
     pub site_plant_id: String,
 }
 
@@ -108,7 +133,9 @@ pub struct RawAuth {
 #[derive(Debug, Deserialize, PartialEq, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawToken {
+    /// The token's name, e.g. `technician-42`.
     pub user_id: String,
+    /// The SHA-256 of the token, 64 hex digits (`printf %s "$TOKEN" | sha256sum`).
     pub sha256: String,
 }
 
@@ -119,9 +146,11 @@ pub struct RawLabels {
     /// Allowed plant ids; requests for other plants get 422. Empty = accept any, but only the
     /// first `max_plants` distinct ids get their own series (the rest count under `_other`).
     pub plant_ids: Vec<String>,
+    /// Plants with their own metric series; the rest count under `_other`.
     pub max_plants: u64,
     /// Known equipment ids; empty = the first `max_equipment_per_plant` per plant.
     pub equipment_ids: Vec<String>,
+    /// Equipment series per plant; the rest count under `_other`.
     pub max_equipment_per_plant: u64,
 }
 
@@ -175,22 +204,31 @@ pub struct RawLlm {
     /// Base URL, e.g. `http://10.0.0.5:8081` (llama.cpp) — `/v1/chat/completions` is appended.
     /// Empty = no upstream; the local engine writes every report.
     pub url: String,
+    /// Model name sent in each request.
     pub model: String,
     /// `gen_ai_provider_name` of the OpenTelemetry GenAI metrics (`openai` for any
     /// OpenAI-compatible server unless you name it).
     pub provider: String,
+    /// Bearer key, inline (`api_key_file` and the `llm-api-key` credential take precedence).
     pub api_key: String,
+    /// A file holding the bearer key.
     pub api_key_file: String,
+    /// Past this many milliseconds the local engine answers and a fallback is counted.
     pub timeout_ms: u64,
+    /// Completion limit sent as `max_tokens`.
     pub max_tokens: u64,
+    /// USD per 1,000 prompt tokens, for `copilot_llm_cost_usd_total`.
     pub price_input_per_1k_usd: f64,
+    /// USD per 1,000 completion tokens, for `copilot_llm_cost_usd_total`.
     pub price_output_per_1k_usd: f64,
     /// Exported as `copilot_edge_llm_budget_usd_per_day` for the TokenBudgetExceeded alert.
     pub budget_usd_per_day: f64,
-    /// TLS (https URLs; MQTT with `tls = true`): CA bundle (PEM; empty = built-in Mozilla roots)
-    /// and an optional client certificate and key for mutual TLS.
+    /// CA bundle (PEM) to verify the server with (https URLs; MQTT with `tls = true`);
+    /// empty = the built-in Mozilla roots.
     pub tls_ca_file: String,
+    /// Client certificate (PEM) for mutual TLS; set together with `tls_key_file`.
     pub tls_cert_file: String,
+    /// The client certificate's private key (PEM); set together with `tls_cert_file`.
     pub tls_key_file: String,
 }
 
@@ -242,8 +280,11 @@ impl Default for RawMetrics {
 pub struct RawLogging {
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub level: String,
+    /// Also write JSON lines to rotating files in the log directory (stdout always gets them).
     pub file: bool,
+    /// A log file is rotated at this size, in bytes.
     pub max_file_bytes: u64,
+    /// Rotated log files kept.
     pub max_files: u64,
 }
 
@@ -264,7 +305,9 @@ impl Default for RawLogging {
 pub struct RawSpool {
     /// Empty = `<state_dir>/spool`.
     pub dir: String,
+    /// Disk bound in bytes; when full, the oldest records are dropped (and counted).
     pub max_bytes: u64,
+    /// Size of one segment file in bytes; at most half of `max_bytes`.
     pub segment_bytes: u64,
     /// Never write when the file system has less than this free.
     pub min_free_bytes: u64,
@@ -288,8 +331,11 @@ impl Default for RawSpool {
 #[derive(Debug, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSinks {
+    /// `[sinks.mqtt]`
     pub mqtt: RawMqtt,
+    /// `[sinks.pushgateway]`
     pub pushgateway: RawPushgateway,
+    /// `[sinks.remote_write]`
     pub remote_write: RawRemoteWrite,
 }
 
@@ -297,25 +343,35 @@ pub struct RawSinks {
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRemoteWrite {
+    /// Ship spooled snapshots to this receiver.
     pub enabled: bool,
     /// e.g. `http://prometheus.central:9090/api/v1/write`
     pub url: String,
+    /// Basic-auth user name; set with a password, never with `bearer_token`.
     pub username: String,
+    /// Basic-auth password, inline (`password_file` and the credential take precedence).
     pub password: String,
+    /// A file holding the Basic-auth password.
     pub password_file: String,
+    /// Bearer token instead of Basic auth.
     pub bearer_token: String,
+    /// One write request must finish within this many milliseconds.
     pub timeout_ms: u64,
+    /// A request carries at most this many samples; larger snapshots are split.
     pub max_samples_per_request: u64,
+    /// Backlog replay rate in snapshots per second; live snapshots are never held back.
     pub backlog_records_per_sec: u64,
     /// Live snapshots per request: 1 sends each as it is taken; more holds them until that many
     /// are pending (at most that many snapshot intervals), for a metered uplink.
     pub batch_snapshots: u64,
     /// Added to every series that does not already have the label.
     pub external_labels: BTreeMap<String, String>,
-    /// TLS (https URLs; MQTT with `tls = true`): CA bundle (PEM; empty = built-in Mozilla roots)
-    /// and an optional client certificate and key for mutual TLS.
+    /// CA bundle (PEM) to verify the server with (https URLs; MQTT with `tls = true`);
+    /// empty = the built-in Mozilla roots.
     pub tls_ca_file: String,
+    /// Client certificate (PEM) for mutual TLS; set together with `tls_key_file`.
     pub tls_cert_file: String,
+    /// The client certificate's private key (PEM); set together with `tls_cert_file`.
     pub tls_key_file: String,
 }
 
@@ -344,30 +400,43 @@ impl Default for RawRemoteWrite {
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawMqtt {
+    /// Ship spooled snapshots and log events to this broker.
     pub enabled: bool,
+    /// The broker's host name or address.
     pub host: String,
+    /// The broker's port (1883, or 8883 with TLS by convention).
     pub port: u16,
+    /// Client id; empty = `copilot-edge-<gateway_id>`. Must stay stable: the session is persistent.
     pub client_id: String,
+    /// User name; empty = none.
     pub username: String,
+    /// Password, inline (`password_file` and the `mqtt-password` credential take precedence).
     pub password: String,
+    /// A file holding the password.
     pub password_file: String,
+    /// Topics are `<prefix>/<site_plant_id>/<gateway_id>/{metrics,logs,status}`.
     pub topic_prefix: String,
-    /// `prometheus` (text with timestamps, Telegraf-ready) or `json`.
+    /// `prometheus` (text with timestamps, Telegraf-ready), `json` or `sparkplug_b`.
     pub format: String,
     /// `none` or `gzip`: compress the metrics and log payloads (Telegraf's MQTT consumer reads
     /// them with `content_encoding = "gzip"`). Not with `sparkplug_b`.
     pub compression: String,
+    /// MQTT keep-alive interval in seconds.
     pub keep_alive_secs: u64,
+    /// The largest MQTT packet sent or received, in bytes.
     pub max_packet_bytes: u64,
+    /// QoS 1 publishes awaiting their PUBACK at once.
     pub max_inflight: u64,
     /// Backlog replay limit, records per second (live data is never held back by it).
     pub backlog_records_per_sec: u64,
     /// Connect with TLS (port 8883 by convention).
     pub tls: bool,
-    /// TLS (https URLs; MQTT with `tls = true`): CA bundle (PEM; empty = built-in Mozilla roots)
-    /// and an optional client certificate and key for mutual TLS.
+    /// CA bundle (PEM) to verify the server with (https URLs; MQTT with `tls = true`);
+    /// empty = the built-in Mozilla roots.
     pub tls_ca_file: String,
+    /// Client certificate (PEM) for mutual TLS; set together with `tls_key_file`.
     pub tls_cert_file: String,
+    /// The client certificate's private key (PEM); set together with `tls_cert_file`.
     pub tls_key_file: String,
     /// Sparkplug B identities (`format = "sparkplug_b"`).
     pub sparkplug: RawSparkplug,
@@ -418,19 +487,28 @@ impl Default for RawMqtt {
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawPushgateway {
+    /// Push the current metrics to this Pushgateway every snapshot interval.
     pub enabled: bool,
     /// e.g. `http://127.0.0.1:9091`
     pub url: String,
+    /// The grouping key's `job`: `/metrics/job/<job>/gateway_id/<gateway_id>/site/<site>`.
     pub job: String,
+    /// Basic-auth user name; set with a password, never with `bearer_token`.
     pub username: String,
+    /// Basic-auth password, inline (`password_file` and the credential take precedence).
     pub password: String,
+    /// A file holding the Basic-auth password.
     pub password_file: String,
+    /// Bearer token instead of Basic auth.
     pub bearer_token: String,
+    /// One push must finish within this many milliseconds.
     pub timeout_ms: u64,
-    /// TLS (https URLs; MQTT with `tls = true`): CA bundle (PEM; empty = built-in Mozilla roots)
-    /// and an optional client certificate and key for mutual TLS.
+    /// CA bundle (PEM) to verify the server with (https URLs; MQTT with `tls = true`);
+    /// empty = the built-in Mozilla roots.
     pub tls_ca_file: String,
+    /// Client certificate (PEM) for mutual TLS; set together with `tls_key_file`.
     pub tls_cert_file: String,
+    /// The client certificate's private key (PEM); set together with `tls_cert_file`.
     pub tls_key_file: String,
 }
 

@@ -18,6 +18,7 @@ include!(concat!(env!("OUT_DIR"), "/embedded_web.rs"));
 
 /// One embedded file, stored gzip-compressed by `build.rs`.
 pub struct Asset {
+    /// The `Content-Type` header value, e.g. `text/html; charset=utf-8`.
     pub content_type: &'static str,
     /// The file as one gzip member: sent as it is to clients that accept gzip.
     pub gz: &'static [u8],

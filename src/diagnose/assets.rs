@@ -12,14 +12,20 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Asset {
+    /// An exact equipment id or a pattern with `*` wildcards (`press-*`).
     pub id: String,
+    /// The equipment class, matched against the SOPs' `equipment:` header.
     pub class: String,
+    /// Manufacturer; empty = not given.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub make: String,
+    /// Model designation; empty = not given.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub model: String,
+    /// Production line; empty = not given.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub line: String,
+    /// Where the machine stands (hall, bay); empty = not given.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub location: String,
 }
@@ -27,14 +33,24 @@ pub struct Asset {
 /// Why a register could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum AssetError {
+    /// One line (CSV) or entry (TOML) of the register is invalid.
     #[error("{file} line {line}: {message}")]
     Line {
+        /// The register file.
         file: String,
+        /// 1-based line number (CSV) or entry number (TOML).
         line: usize,
+        /// What is wrong with it.
         message: String,
     },
+    /// The file as a whole cannot be used (unreadable, bad TOML, no CSV header, wrong type).
     #[error("{file}: {message}")]
-    File { file: String, message: String },
+    File {
+        /// The register file.
+        file: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// The register.

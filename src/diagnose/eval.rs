@@ -15,10 +15,15 @@ use super::{DiagnoseEngine, Question, Refusal};
 /// One labelled question.
 #[derive(Debug, Clone)]
 pub struct Case {
+    /// `dev` (may be looked at while tuning) or `heldout` (never looked at while tuning).
     pub split: String,
+    /// The question's group in the reports (e.g. a subset name containing `nonrepair`).
     pub subset: String,
+    /// The SOP id that should be cited first, or `NONE` when no SOP covers the question.
     pub expected: String,
+    /// The equipment id the question is asked for (may resolve in the asset register).
     pub equipment_id: String,
+    /// The technician's question as typed.
     pub query: String,
 }
 
@@ -54,9 +59,11 @@ pub fn parse(text: &str) -> Result<Vec<Case>, String> {
 /// What the engine did with one case, threshold-independent (scored at threshold 0).
 #[derive(Debug, Clone)]
 pub struct Outcome {
+    /// The labelled question.
     pub case: Case,
     /// Ranked document ids (best first, up to two).
     pub ranked: Vec<String>,
+    /// Relevance of the best document (its best clause window), 0..=1.
     pub best_relevance: f64,
     /// Refusal that does not depend on the threshold (out of scope, no SOP for the class or
     /// the machine, not a fault report, language not supported), or no key-field match at all.
@@ -126,16 +133,23 @@ pub fn run(engine: &DiagnoseEngine, cases: &[Case]) -> Vec<Outcome> {
 /// Figures for one group of outcomes at one threshold.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Figures {
+    /// Questions with an expected SOP.
     pub covered: usize,
+    /// Questions labelled `NONE`.
     pub none: usize,
+    /// Covered questions answered with the expected SOP first.
     pub right_first: usize,
+    /// Covered questions with the expected SOP in the ranking's top two.
     pub right_top2: usize,
+    /// Covered questions refused (no answer at the threshold).
     pub covered_refused: usize,
+    /// Covered questions answered with another SOP first.
     pub covered_wrong: usize,
+    /// `NONE` questions answered rather than refused.
     pub none_answered: usize,
-    /// Non-repair questions (subset name containing `nonrepair`) and those answered
-    /// `not_a_fault_report`.
+    /// `NONE` questions of a non-repair subset (its name contains `nonrepair`).
     pub non_repair: usize,
+    /// Of those, the ones refused as `not_a_fault_report`.
     pub non_repair_recognised: usize,
 }
 

@@ -45,6 +45,7 @@ struct Posting {
 pub struct Hit {
     /// Index into the document list the index was built from.
     pub doc: usize,
+    /// BM25 score of the document for the query (the class boost applied); higher is better.
     pub score: f32,
     /// Score divided by the ideal score for the query, capped at 1.
     pub relevance: f32,

@@ -25,10 +25,15 @@ use std::path::Path;
 /// One SOP document.
 #[derive(Debug, Clone)]
 pub struct Document {
+    /// The `id:` header, e.g. `SOP-HYD-001`; cited as `[ID step n]`.
     pub id: String,
+    /// The `title:` header.
     pub title: String,
+    /// The `equipment:` header: equipment names the document covers, comma-separated in the file.
     pub equipment: Vec<String>,
+    /// The `symptoms:` header: what a technician observes.
     pub symptoms: Vec<String>,
+    /// The `defects:` header: the faults the document addresses.
     pub defects: Vec<String>,
     /// Consequences a person may report instead of the fault itself (a puddle that keeps
     /// coming back, a higher energy bill, rubber dust under a belt, complaints from QA): the
@@ -36,9 +41,11 @@ pub struct Document {
     pub evidence: Vec<String>,
     /// The scope paragraph(s).
     pub summary: String,
+    /// The `## Safety` bullets.
     pub safety: Vec<String>,
     /// Numbered steps, without their numbers.
     pub steps: Vec<String>,
+    /// The `## Escalate` bullets: whom to call when the steps do not help.
     pub escalate: Vec<String>,
     /// Translations from `<name>.<language>.md` files beside the document.
     pub translations: Vec<Translation>,
@@ -50,8 +57,11 @@ pub struct Document {
 pub struct Translation {
     /// Language code from the file name (`sop-conv-001.de.md` → `de`).
     pub language: String,
+    /// The translated title.
     pub title: String,
+    /// The translated `## Safety` bullets.
     pub safety: Vec<String>,
+    /// The translated steps, as many as the original's.
     pub steps: Vec<String>,
 }
 

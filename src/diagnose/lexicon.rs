@@ -67,11 +67,20 @@ struct LangFile {
 /// Why a lexicon could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LexiconError {
+    /// A lexicon file does not parse or breaks the schema (or no English file was given).
     #[error("{file}: {message}")]
-    File { file: String, message: String },
+    File {
+        /// The file's name (`lexicon` when the set as a whole lacks English).
+        file: String,
+        /// What is wrong, naming the key or entry.
+        message: String,
+    },
+    /// The lexicon directory (or one of its files) could not be read.
     #[error("cannot read lexicon directory {path}: {source}")]
     Io {
+        /// The directory.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
 }
@@ -115,6 +124,7 @@ pub struct Phrase {
 /// A table of phrases looked up by the stem of their first word, longest phrases first.
 #[derive(Debug, Default)]
 pub struct PhraseTable {
+    /// Every phrase, in file order; a phrase id is its index here.
     pub list: Vec<Phrase>,
     by_first: HashMap<String, Vec<u32>>,
 }
@@ -165,7 +175,9 @@ impl PhraseTable {
 
 /// One language.
 pub struct Language {
+    /// The `language` key: ISO 639-1 code, lower-cased (`en`, `de`).
     pub code: String,
+    /// The `name` key: the language's own name, shown when it is only detected (`Deutsch`).
     pub name: String,
     stemmer_name: String,
     stemmer: Option<Stemmer>,
@@ -173,14 +185,21 @@ pub struct Language {
     pub letters: Vec<char>,
     /// Split unknown compound words into known keys (German).
     pub compounds: bool,
+    /// `stop_words`: function words (folded), for detection and dropped from queries.
     pub stop: HashSet<String>,
+    /// `negators`: words that negate what follows in the clause (`not`, `nicht`).
     pub negators: HashSet<String>,
+    /// `fine_words`: words that say something works (`fine`, `gut`).
     pub fine: HashSet<String>,
+    /// `comparison_words`: a fine word right after one of these is a comparison (`than`, `als`).
     pub comparison: HashSet<String>,
+    /// `clause_breaks`: words that start a new clause (`but`, `aber`).
     pub breaks: HashSet<String>,
     /// Fault words as written (folded); turned into English stems by the engine.
     pub fault: Vec<String>,
+    /// `[terms]`: what technicians type → the English words the SOPs use.
     pub terms: PhraseTable,
+    /// `out_of_scope` and `out_of_scope_settings`: non-plant objects and settings.
     pub out_of_scope: PhraseTable,
     /// Phrases that ask something other than a repair (`how many`, `who is on call`,
     /// `order a spare`): with no fault word, the question is not a fault report.
@@ -403,6 +422,7 @@ pub const SETTING: &str = "setting";
 
 /// Every language, English (the knowledge base's language) first.
 pub struct Lexicon {
+    /// Every loaded language; English first.
     pub languages: Vec<Language>,
     /// Names of the files it was built from, for logs.
     pub sources: Vec<String>,

@@ -43,7 +43,9 @@ pub fn embedded_documents() -> Result<Vec<Document>, kb::KbError> {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Observation {
+    /// The defect's name as the camera system reports it (lower-cased for the answer).
     pub label: String,
+    /// The camera's confidence, 0..=1 (clamped); 1 when omitted.
     #[serde(default = "one")]
     pub confidence: f64,
 }
@@ -55,16 +57,22 @@ fn one() -> f64 {
 /// What the engine needs from a request (validated by the caller).
 #[derive(Debug, Clone)]
 pub struct Question<'a> {
+    /// The plant the question comes from (already bounded by the label rules).
     pub plant_id: &'a str,
+    /// The equipment the question is about; looked up in the asset register.
     pub equipment_id: &'a str,
+    /// The technician's free-text description of the problem.
     pub problem_description: &'a str,
+    /// Defects a camera system reported for the equipment, if any.
     pub observed_defects: &'a [Observation],
 }
 
 /// A recognised defect or symptom.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Finding {
+    /// The defect or symptom, as named in the vocabulary (or by the camera).
     pub label: String,
+    /// 0..=1: 0.9 for a phrase matched in order, 0.75 for one word, the camera's own value.
     pub confidence: f64,
     /// `description` (matched in the text) or `camera` (sent by a vision system).
     pub source: &'static str,
@@ -73,26 +81,37 @@ pub struct Finding {
 /// `vision_analysis` of the response.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct VisionAnalysis {
+    /// Defects named in the description or reported by a camera.
     pub defects_found: Vec<String>,
+    /// Symptoms named in the description.
     pub symptoms_found: Vec<String>,
+    /// Every finding with its confidence and source.
     pub findings: Vec<Finding>,
+    /// Mean confidence of the findings, 0..=1; 0 with none.
     pub confidence: f64,
 }
 
 /// One cited document.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Citation {
+    /// The document's id (its front matter `id`, e.g. `SOP-HYD-001`).
     pub document_id: String,
+    /// The document's title, in the question's language when a translation exists.
     pub title: String,
+    /// Relevance of the document to the question, 0..=1, rounded to 3 decimals.
     pub relevance: f64,
 }
 
 /// `rag_guidance` of the response.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Guidance {
+    /// Steps quoted verbatim from the cited documents, each naming its document.
     pub recommended_steps: Vec<String>,
+    /// Ids of the cited documents, best first.
     pub cited_documents: Vec<String>,
+    /// The cited documents with title and relevance, best first.
     pub citations: Vec<Citation>,
+    /// Up to two safety notes per cited document, each ending with `[document id]`.
     pub safety_notes: Vec<String>,
 }
 
@@ -130,9 +149,13 @@ impl Refusal {
 /// The engine's answer.
 #[derive(Debug, Clone)]
 pub struct Answer {
+    /// `vision_analysis`: what was recognised in the question.
     pub vision: VisionAnalysis,
+    /// `rag_guidance`: steps, citations and safety notes; empty steps when refused.
     pub guidance: Guidance,
+    /// The report text for the technician (the upstream LLM may rewrite it).
     pub report: String,
+    /// `confidence_score`, 0..0.99: relevance and margin over the runner-up; 0 when unsupported.
     pub confidence: f64,
     /// False when no document supports the answer (the "I don't know" case).
     pub supported: bool,
@@ -142,8 +165,9 @@ pub struct Answer {
     pub cited_docs: Vec<usize>,
     /// The ranking before the threshold (document ids, best first), for calibration.
     pub ranked: Vec<String>,
-    /// Approximate token counts of the question and the answer (≈ 4 characters per token).
+    /// Approximate tokens of the question's description (≈ 4 characters per token).
     pub input_tokens: u64,
+    /// Approximate tokens of the report and the recommended steps (≈ 4 characters per token).
     pub output_tokens: u64,
     /// The language the question was understood in (lexicon code, `en` for English).
     pub language: String,
@@ -158,8 +182,11 @@ pub struct Answer {
 /// Engine settings (from `[engine]`).
 #[derive(Debug, Clone, Copy)]
 pub struct EngineSettings {
+    /// `engine.min_relevance`: relevance (0..=1) a document needs to support an answer.
     pub min_relevance: f64,
+    /// `engine.max_documents`: documents cited at most.
     pub max_documents: usize,
+    /// `engine.max_steps`: recommended steps at most, shared among the cited documents.
     pub max_steps: usize,
     /// Parts switched off, for the ablation table (`copilot-edge eval --ablate`); all on in
     /// service.
@@ -193,8 +220,11 @@ pub const WINDOW_MIN_MATCHES: usize = 2;
 
 /// What the engine is built from: documents, lexicon and asset register.
 pub struct Knowledge {
+    /// The SOP documents.
     pub docs: Vec<Document>,
+    /// Abbreviations, jargon, vocabulary and language packs.
     pub lexicon: Lexicon,
+    /// Equipment ids and patterns with their class, make, model, line and location.
     pub assets: AssetRegister,
 }
 

@@ -68,6 +68,7 @@ pub struct Analysis {
 
 /// Per-engine analysis state built from the lexicon and the knowledge base's vocabulary.
 pub struct QueryAnalyzer {
+    /// The lexicon the questions are read with (languages, glossaries, phrase tables).
     pub lexicon: Lexicon,
     /// Per language, per `[terms]` phrase: the value's symptom stream, its English retrieval
     /// terms with [`NOT`] where a negator stood (the retrieval terms are this without [`NOT`]).

@@ -8,6 +8,7 @@
 /// One word of a text, folded to lower-case ASCII where it is Latin script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
+    /// The word, lower-cased and folded (`Öl` → `oel`).
     pub text: String,
     /// Clause number: punctuation (`, . ; : ! ?`, brackets, line breaks) starts a new clause.
     pub clause: u16,

@@ -35,24 +35,31 @@ use crate::spool::Spool;
 
 /// Everything a request handler needs; shared by all connections.
 pub struct AppState {
+    /// `[server]`: listener bounds, timeouts, SLA and whether `/metrics` needs a token.
     pub server: ServerConfig,
     /// The diagnose engine; replaced as a whole on reload.
     pub engine: EngineCell,
     /// Accepted tokens; follows the tokens file.
     pub auth: AuthCell,
+    /// Every exported metric.
     pub metrics: Arc<Metrics>,
+    /// Recent answers `/v1/feedback` can rate, by request id.
     pub recent: RecentAnswers,
     /// Refusals and low ratings, for the status page ([`crate::gaps`]).
     pub gaps: crate::gaps::RecentGaps,
+    /// The upstream LLM client; `None` = the local engine writes every report.
     pub llm: Option<LlmClient>,
+    /// `[llm]` prices, for `copilot_llm_cost_usd_total`.
     pub prices: LlmPrices,
     /// Directories `/ready` checks for writability.
     pub writable_dirs: Vec<(&'static str, PathBuf)>,
     /// The telemetry spool, when a sink drains one: `/ready` reports its disk state.
     pub spool: Option<Arc<Spool>>,
+    /// When the agent started (monotonic), for `uptime_seconds`.
     pub started: Instant,
-    /// `identity.gateway_id` and `identity.site_plant_id`, for the status page.
+    /// `identity.gateway_id`, for the status page.
     pub gateway_id: String,
+    /// `identity.site_plant_id`, for the status page.
     pub site: String,
     /// The configured sinks, by name.
     pub sinks: Vec<&'static str>,

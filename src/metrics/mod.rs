@@ -58,11 +58,17 @@ pub struct MetricsError(#[from] prometheus::Error);
 
 /// The spool's own metrics.
 pub struct SpoolMetrics {
+    /// `copilot_edge_spool_bytes`: bytes of segment files on disk.
     pub bytes: IntGauge,
+    /// `copilot_edge_spool_records`: records not yet delivered to every sink.
     pub records: IntGauge,
+    /// `copilot_edge_spool_oldest_record_age_seconds{sink}`: age of the oldest undelivered record.
     pub oldest_age_seconds: GaugeVec,
+    /// `copilot_edge_spool_dropped_records_total{reason}`: records dropped before delivery.
     pub dropped: IntCounterVec,
+    /// `copilot_edge_spool_corrupt_records_total`: corrupt or torn records discarded.
     pub corrupt: IntCounter,
+    /// `copilot_edge_spool_appended_records_total{kind}`: records appended.
     pub appended: IntCounterVec,
     /// 1 while appends are refused (below the free-space floor, or writes failing).
     pub write_blocked: IntGauge,
@@ -70,10 +76,15 @@ pub struct SpoolMetrics {
 
 /// Per-sink metrics.
 pub struct SinkMetrics {
+    /// `copilot_edge_sink_up{sink}`: 1 when the sink's last attempt succeeded.
     pub up: IntGaugeVec,
+    /// `copilot_edge_sink_last_success_timestamp_seconds{sink}`: Unix time of the last delivery.
     pub last_success: GaugeVec,
+    /// `copilot_edge_sink_sent_records_total{sink}`: records the receiver acknowledged.
     pub sent: IntCounterVec,
+    /// `copilot_edge_sink_errors_total{sink,kind}`: failed delivery attempts.
     pub errors: IntCounterVec,
+    /// `copilot_edge_sink_rejected_records_total{sink}`: records refused for good (not retried).
     pub rejected: IntCounterVec,
     /// 1 while the receiver refuses the sink's credentials (401/403, MQTT CONNACK 4/5).
     pub auth_failed: IntGaugeVec,
@@ -110,23 +121,41 @@ pub struct Metrics {
     const_labels: String,
     /// Size of the last rendering, to allocate the next one in one go.
     last_len: std::sync::atomic::AtomicUsize,
+    /// Bounds `plant_id` and `equipment_id` values (allow-lists or first N, the rest `_other`).
     pub labels: LabelGuard,
+    /// `copilot_requests_total{plant_id,agent_name,status_code}`: diagnose and feedback requests.
     pub requests: IntCounterVec,
+    /// `copilot_answers_total{plant_id,agent_name}`: diagnose answers produced.
     pub answers: IntCounterVec,
+    /// `copilot_latency_seconds{plant_id,agent_name}`: end-to-end request latency.
     pub latency: HistogramVec,
+    /// `copilot_llm_token_usage_total{plant_id,agent_name,direction}`: tokens used.
     pub tokens: IntCounterVec,
+    /// `copilot_llm_cost_usd_total{plant_id,agent_name}`: estimated upstream LLM cost, USD.
     pub cost: CounterVec,
+    /// `copilot_edge_llm_budget_usd_per_day`: the configured daily budget (0 = none).
     pub budget: Gauge,
+    /// `copilot_hallucination_total{plant_id,agent_name}`: answers with no supporting document.
     pub hallucinations: IntCounterVec,
+    /// `copilot_hallucination_rate{plant_id,agent_name}`: unsupported share of the recent answers.
     pub hallucination_rate: GaugeVec,
+    /// `copilot_user_feedback_score{plant_id,agent_name}`: mean rating (1-5) of recent ratings.
     pub feedback_score: GaugeVec,
+    /// `copilot_user_feedback_total{plant_id,agent_name}`: ratings received.
     pub feedback_total: IntCounterVec,
+    /// `copilot_user_feedback_last_timestamp_seconds{plant_id,agent_name}`: latest rating's time.
     pub feedback_last: GaugeVec,
+    /// `copilot_equipment_requests_total{plant_id,equipment_id}`: diagnose requests per equipment.
     pub equipment_requests: Arc<PairCounter>,
+    /// `copilot_active_agents{plant_id,agent_name}`: inferences in flight.
     pub active_agents: IntGaugeVec,
+    /// `copilot_llm_fallback_total{plant_id,reason}`: answers the local engine served for the LLM.
     pub llm_fallback: IntCounterVec,
+    /// `http_requests_total{handler,method,status}`: HTTP requests.
     pub http_requests: IntCounterVec,
+    /// `http_request_duration_seconds{handler,method}`: HTTP latency (buckets 0.1, 0.5, 1 s).
     pub http_duration: HistogramVec,
+    /// `copilot_edge_log_events_dropped_total`: log events not shipped (spool queue full).
     pub log_events_dropped: IntCounter,
     /// Log lines the log file could not take (disk full); stdout still got them.
     pub log_file_lines_dropped: IntCounter,
@@ -158,7 +187,9 @@ pub struct Metrics {
     /// Questions by the language they were understood in (the lexicon's codes: bounded by the
     /// lexicon files, never by request input).
     pub languages: IntCounterVec,
+    /// The spool's metrics (`copilot_edge_spool_*`).
     pub spool: SpoolMetrics,
+    /// The sinks' metrics (`copilot_edge_sink_*`), labelled by `sink`.
     pub sink: SinkMetrics,
     hallucination_window: Windows,
     feedback_window: Windows,

@@ -12,7 +12,7 @@ use super::MetricsError;
 /// two-level map and rendered straight from it: no per-scrape allocation, which matters for the
 /// family whose series count grows with request-supplied ids (equipment per plant, thousands of
 /// series). Increments take a read lock and an atomic add; only a new label pair takes the write
-/// lock. The label values are bounded by [`LabelGuard`] before they get here.
+/// lock. The label values are bounded by [`LabelGuard`](super::LabelGuard) before they get here.
 pub struct PairCounter {
     desc: prometheus::core::Desc,
     name: &'static str,

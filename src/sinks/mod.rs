@@ -490,8 +490,11 @@ pub fn prometheus_with_timestamps(text: &[u8], seq: u64, ts_ms: i64, gateway_id:
 /// One sample of the text exposition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
+    /// The metric name (for histograms the `_bucket`, `_sum` or `_count` series).
     pub name: String,
+    /// Label pairs in the order written, values unescaped.
     pub labels: Vec<(String, String)>,
+    /// The sample value (`+Inf`/`-Inf` parsed as infinities).
     pub value: f64,
 }
 

@@ -61,8 +61,11 @@ const GZIP_LEVEL: u8 = 6;
 /// The topics of one gateway.
 #[derive(Debug, Clone)]
 pub struct Topics {
+    /// `<prefix>/<site>/<gateway>/metrics`: metrics snapshots (Prometheus text or JSON).
     pub metrics: String,
+    /// `<prefix>/<site>/<gateway>/logs`: JSON log events.
     pub logs: String,
+    /// `<prefix>/<site>/<gateway>/status`: retained `online`/`offline` (the Last Will) JSON.
     pub status: String,
 }
 

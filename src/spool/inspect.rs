@@ -10,8 +10,9 @@ use super::SpoolError;
 /// What `inspect` reads from a spool directory.
 #[derive(Debug, Default)]
 pub struct Inspection {
-    /// Segment files and their total size.
+    /// Number of segment files.
     pub segments: usize,
+    /// Total bytes of the segment files.
     pub bytes: u64,
     /// `(seq, ts_ms)` of every readable record, in order.
     pub records: Vec<(u64, i64)>,

@@ -127,8 +127,11 @@ impl Inner {
 /// A summary of the backlog, for `spool status` and metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backlog {
+    /// The consumer's name (the sink's `NAME`).
     pub sink: String,
+    /// Highest sequence number the sink has acknowledged (its cursor); 0 = none yet.
     pub acked: u64,
+    /// Records after `acked` still on disk.
     pub pending_records: u64,
     /// Bytes of the pending records on disk (exact at segment starts, otherwise rounded up to
     /// the nearest index entry, at most 64 records more).
@@ -140,8 +143,11 @@ pub struct Backlog {
 /// The spool's disk use against its bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct Usage {
+    /// Bytes of segment files on disk.
     pub bytes: u64,
+    /// `spool.max_bytes`: the disk bound; the oldest records are dropped beyond it.
     pub max_bytes: u64,
+    /// `spool.min_free_bytes`: appends stop while the file system has less free space.
     pub min_free_bytes: u64,
     /// Free space on the spool's file system (None when it cannot be read).
     pub free_disk_bytes: Option<u64>,
@@ -315,10 +321,11 @@ impl Spool {
 
     /// Appends records of one kind, all stamped with the wall-clock reading `ts_ms` as
     /// [`crate::clock::RecordClock`] corrects it (never backwards within a process). Returns the
-    /// sequence numbers given (empty if the records were dropped: below the free-space floor, or the disk
-    /// refused the write). A refused write leaves no partial record behind and is counted, not
-    /// returned as an error: a full disk is a state of the spool ([`Spool::disk_fault`]),
-    /// reported when it starts, once a minute while it lasts, and when it ends.
+    /// sequence numbers given (empty if the records were dropped: below the free-space floor, or
+    /// the disk refused the write). A refused write leaves no partial record behind and is
+    /// counted, not returned as an error: a full disk is a state of the spool
+    /// ([`Spool::disk_fault`]), reported when it starts, once a minute while it lasts, and when
+    /// it ends.
     pub fn append(&self, kind: Kind, ts_ms: i64, payloads: &[&[u8]]) -> Vec<u64> {
         if payloads.is_empty() {
             return Vec::new();

@@ -48,9 +48,13 @@ impl Kind {
 /// One spooled record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// Sequence number, strictly increasing across the spool's life.
     pub seq: u64,
+    /// Record time, Unix milliseconds, as the record clock stamped it at append.
     pub ts_ms: i64,
+    /// What the payload is: a metrics snapshot or a log event.
     pub kind: Kind,
+    /// The record's bytes, as the producer wrote them.
     pub payload: Vec<u8>,
 }
 

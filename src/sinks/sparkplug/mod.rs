@@ -41,14 +41,19 @@ pub mod proto {
     /// `Payload`.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Payload {
+        /// Milliseconds since the Unix epoch when the message was made.
         #[prost(uint64, optional, tag = "1")]
         pub timestamp: Option<u64>,
+        /// The metrics the message carries.
         #[prost(message, repeated, tag = "2")]
         pub metrics: Vec<Metric>,
+        /// Message sequence number, 0..=255 (0 on every birth); absent in NDEATH.
         #[prost(uint64, optional, tag = "3")]
         pub seq: Option<u64>,
+        /// Optional payload UUID (unused by the agent).
         #[prost(string, optional, tag = "4")]
         pub uuid: Option<String>,
+        /// Optional opaque body (unused by the agent).
         #[prost(bytes = "vec", optional, tag = "5")]
         pub body: Option<Vec<u8>>,
     }
@@ -56,22 +61,31 @@ pub mod proto {
     /// `Payload.Metric`.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Metric {
+        /// Metric name; births name every metric, data messages may send only the alias.
         #[prost(string, optional, tag = "1")]
         pub name: Option<String>,
+        /// Alias assigned at birth, used instead of the name in later messages.
         #[prost(uint64, optional, tag = "2")]
         pub alias: Option<u64>,
+        /// Milliseconds since the Unix epoch of the value (the snapshot's own timestamp).
         #[prost(uint64, optional, tag = "3")]
         pub timestamp: Option<u64>,
+        /// A [`super::datatype`] code, fixed per name.
         #[prost(uint32, optional, tag = "4")]
         pub datatype: Option<u32>,
+        /// Set on values replayed from the backlog rather than live.
         #[prost(bool, optional, tag = "5")]
         pub is_historical: Option<bool>,
+        /// Transient values are not to be historized by hosts (unused by the agent).
         #[prost(bool, optional, tag = "6")]
         pub is_transient: Option<bool>,
+        /// The metric has no value (a known series missing from the newest snapshot).
         #[prost(bool, optional, tag = "7")]
         pub is_null: Option<bool>,
+        /// Properties: the series' labels, `prometheus_type` and, where known, `engUnit`.
         #[prost(message, optional, tag = "9")]
         pub properties: Option<PropertySet>,
+        /// The value, absent when `is_null`.
         #[prost(oneof = "Value", tags = "10, 11, 12, 13, 14, 15, 16")]
         pub value: Option<Value>,
     }
@@ -79,18 +93,25 @@ pub mod proto {
     /// `Payload.Metric.value` (the scalar members).
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Value {
+        /// Int8/16/32 and UInt8/16/32.
         #[prost(uint32, tag = "10")]
         IntValue(u32),
+        /// Int64 and UInt64 (and DateTime).
         #[prost(uint64, tag = "11")]
         LongValue(u64),
+        /// Float.
         #[prost(float, tag = "12")]
         FloatValue(f32),
+        /// Double.
         #[prost(double, tag = "13")]
         DoubleValue(f64),
+        /// Boolean.
         #[prost(bool, tag = "14")]
         BooleanValue(bool),
+        /// String and Text.
         #[prost(string, tag = "15")]
         StringValue(String),
+        /// Bytes and File.
         #[prost(bytes = "vec", tag = "16")]
         BytesValue(Vec<u8>),
     }
@@ -98,8 +119,10 @@ pub mod proto {
     /// `Payload.PropertySet`.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct PropertySet {
+        /// Property names, parallel to `values`.
         #[prost(string, repeated, tag = "1")]
         pub keys: Vec<String>,
+        /// Property values, parallel to `keys`.
         #[prost(message, repeated, tag = "2")]
         pub values: Vec<PropertyValue>,
     }
@@ -107,10 +130,13 @@ pub mod proto {
     /// `Payload.PropertyValue` (the scalar members).
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct PropertyValue {
+        /// A [`super::datatype`] code.
         #[prost(uint32, optional, tag = "1")]
         pub r#type: Option<u32>,
+        /// The property has no value.
         #[prost(bool, optional, tag = "2")]
         pub is_null: Option<bool>,
+        /// The value, absent when `is_null`.
         #[prost(oneof = "PropertyValueValue", tags = "3, 4, 5, 6, 7, 8")]
         pub value: Option<PropertyValueValue>,
     }
@@ -118,16 +144,22 @@ pub mod proto {
     /// `Payload.PropertyValue.value` (the scalar members).
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum PropertyValueValue {
+        /// Int8/16/32 and UInt8/16/32.
         #[prost(uint32, tag = "3")]
         IntValue(u32),
+        /// Int64 and UInt64 (and DateTime).
         #[prost(uint64, tag = "4")]
         LongValue(u64),
+        /// Float.
         #[prost(float, tag = "5")]
         FloatValue(f32),
+        /// Double.
         #[prost(double, tag = "6")]
         DoubleValue(f64),
+        /// Boolean.
         #[prost(bool, tag = "7")]
         BooleanValue(bool),
+        /// String and Text.
         #[prost(string, tag = "8")]
         StringValue(String),
     }
@@ -137,10 +169,15 @@ use proto::{Metric, Payload, PropertySet, PropertyValue, PropertyValueValue, Val
 
 /// `DataType` values of the schema used here.
 pub mod datatype {
+    /// `Int64` (`bdSeq`).
     pub const INT64: u32 = 4;
+    /// `UInt64` (`copilot_edge_record_seq`, histogram `_bucket` and `_count` series).
     pub const UINT64: u32 = 8;
+    /// `Double` (counters, gauges, `_sum`).
     pub const DOUBLE: u32 = 10;
+    /// `Boolean` (`Node Control/Rebirth`).
     pub const BOOLEAN: u32 = 11;
+    /// `String` (property values such as label values).
     pub const STRING: u32 = 12;
 }
 
@@ -160,9 +197,13 @@ pub const DEVICE_LABEL: &str = "equipment_id";
 /// The topics of one edge node.
 #[derive(Debug, Clone)]
 pub struct Topics {
+    /// `spBv1.0/<group>/NBIRTH/<edge node>`.
     pub nbirth: String,
+    /// `spBv1.0/<group>/NDATA/<edge node>`.
     pub ndata: String,
+    /// `spBv1.0/<group>/NDEATH/<edge node>` (also the MQTT will).
     pub ndeath: String,
+    /// `spBv1.0/<group>/NCMD/<edge node>`, where hosts request a rebirth.
     pub ncmd: String,
     /// `spBv1.0/STATE/<primary host id>` when a primary host is configured.
     pub state: Option<String>,
@@ -199,12 +240,16 @@ impl Topics {
 /// The kinds of device message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceMessage {
+    /// `DBIRTH`: the device's metrics with aliases and values.
     Birth,
+    /// `DDATA`: the device's changed values.
     Data,
+    /// `DDEATH`: the device is gone (before it is born again with new series).
     Death,
 }
 
 impl DeviceMessage {
+    /// The message type as it appears in the topic (`DBIRTH`, `DDATA`, `DDEATH`).
     pub fn as_str(self) -> &'static str {
         match self {
             DeviceMessage::Birth => "DBIRTH",
@@ -216,14 +261,19 @@ impl DeviceMessage {
 
 /// A message of a device: its kind, the device id, the payload.
 pub struct DeviceOut {
+    /// DBIRTH, DDATA or DDEATH.
     pub kind: DeviceMessage,
+    /// The device id: the series' `equipment_id` label value.
     pub device: Box<str>,
+    /// The encoded Sparkplug payload.
     pub payload: Vec<u8>,
 }
 
 /// The messages of one snapshot: DDATA of the devices whose series changed, then the NDATA.
 pub struct DataOut {
+    /// Device messages to publish before the NDATA (DDEATH/DBIRTH of reborn devices, DDATA).
     pub devices: Vec<DeviceOut>,
+    /// The encoded NDATA payload, published last.
     pub node: Vec<u8>,
 }
 
@@ -539,9 +589,10 @@ impl Node {
     }
 
     /// NBIRTH: every known metric of the node (not of its devices) with its value in `latest`
-    /// (the newest snapshot, `None` before the first), `seq` 0; the DBIRTHs must follow. Registers the series of `latest` and of `current` (the registry as it
-    /// is now) first, so no snapshot soon after needs another birth; without a snapshot the
-    /// values are `current`'s. Forgets the NDATA baseline.
+    /// (the newest snapshot, `None` before the first), `seq` 0; the DBIRTHs must follow.
+    /// Registers the series of `latest` and of `current` (the registry as it is now) first, so
+    /// no snapshot soon after needs another birth; without a snapshot the values are
+    /// `current`'s. Forgets the NDATA baseline.
     pub fn birth(
         &mut self,
         latest: Option<(u64, i64, &str)>,
