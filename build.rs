@@ -64,7 +64,9 @@ fn fnv1a(b: &[u8]) -> u64 {
 }
 
 fn embed(dir: &str, ext: &str, konst: &str, dest: &str) {
-    let mut out = format!("pub const {konst}: &crate::compress::EmbeddedFiles = &[\n");
+    let mut out = format!(
+        "/// The files of `{dir}/*.{ext}` built in: (file name, gzip-compressed contents).\npub const {konst}: &crate::compress::EmbeddedFiles = &[\n"
+    );
     for f in files_of(dir, ext) {
         let (name, gz, _) = compress_file(&f, konst);
         writeln!(out, "    ({name:?}, include_bytes!({gz:?})),").expect("write to string");

@@ -56,6 +56,8 @@
 //! - [`ids`]: fast trace and request ids, and the rule for ids that become label values
 //!   (gateway, plant, equipment ids).
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod auth;
 pub mod cli;
