@@ -26,13 +26,10 @@ use copilot_edge::spool::Spool;
 
 const TOKEN: &str = "replay-bench-token";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../it/common/net.rs"]
+#[allow(dead_code)]
+mod net;
+use net::free_port;
 
 fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(secs);

@@ -1,6 +1,6 @@
 //! The technician console and the status page in a real headless Chromium (Debian's
 //! `chromium` + `chromium-driver`, driven by Python's selenium from Debian in
-//! `tests/browser/console.py`), against the real agent, a real Mosquitto broker and tokens made
+//! `tests/it/console.py`), against the real agent, a real Mosquitto broker and tokens made
 //! with `copilot-edge token add`. The script asks this harness to revoke a token, stop and
 //! restart the agent, and stop and restart the broker (`WAIT <what>` on its stdout, `go` on its
 //! stdin). Screenshots land in `target/browser-shots/`; with `COPILOT_UPDATE_DOCS=1` they are
@@ -134,7 +134,7 @@ fn console_and_status_page_in_a_real_browser() {
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-shots");
     let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/console.py");
     let mut child = Command::new(python())
         .arg(&script)
         .args(["--url", &format!("http://{addr}")])
@@ -150,7 +150,7 @@ fn console_and_status_page_in_a_real_browser() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run tests/browser/console.py with /usr/bin/python3");
+        .expect("run tests/it/console.py with /usr/bin/python3");
     let mut stdin = child.stdin.take().unwrap();
     let stderr = child.stderr.take().unwrap();
     let err_lines = std::thread::spawn(move || {

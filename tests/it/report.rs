@@ -647,16 +647,6 @@ fn check_html(html: &str) {
 
 // --- Prometheus on the backfilled data ----------------------------------------------------------
 
-fn need(bin: &str) -> PathBuf {
-    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin"] {
-        let p = Path::new(dir).join(bin);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("`{bin}` is not installed: run tests/run, which installs the Debian packages the tests need");
-}
-
 /// Writes the data set and backfills it into `<dir>/data`.
 fn backfill(dir: &Path) -> PathBuf {
     let om = dir.join("week.om");

@@ -1,5 +1,5 @@
 //! Sparkplug B on a real Mosquitto, read by an independent primary host application
-//! (`tests/sparkplug/host.py`: pysparkplug from PyPI, in the virtual environment `tests/run`
+//! (`tests/it/sparkplug_host.py`: pysparkplug from PyPI, in the virtual environment `tests/run`
 //! makes): births, report by exception, `seq` and `bdSeq`, rebirth over NCMD, NDEATH as the will,
 //! store and forward through a broker outage with SIGKILLs and through the primary host going
 //! offline, every value checked against the spool and `/metrics`.
@@ -46,7 +46,7 @@ impl Host {
         let mut child = Command::new(&python)
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/tests/sparkplug/host.py"
+                "/tests/it/sparkplug_host.py"
             ))
             .args([
                 "--port",

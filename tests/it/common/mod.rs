@@ -5,7 +5,10 @@
 
 pub mod http;
 pub mod mqtt;
+pub mod net;
 pub mod services;
+
+pub use net::{free_port, need};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -266,15 +269,6 @@ pub fn metric_in(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
         let (n, rest) = series.split_once('{').unwrap_or((series, ""));
         (n == name && labels.iter().all(|kv| rest.contains(kv))).then(|| value.parse().ok())?
     })
-}
-
-/// A free loopback port (bound then released; fine for services we start right after).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A blocking connection to `to` from the loopback address `from` (127.0.0.0/8: every address

@@ -12,21 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{free_port, request, wait_for, TempDir};
-
-fn need(bin: &str) -> PathBuf {
-    for dir in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/bin", "/usr/sbin"])
-    {
-        let p = Path::new(dir).join(bin);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("`{bin}` is not installed: run tests/run, which installs the Debian packages the tests need");
-}
+use super::{free_port, need, request, wait_for, TempDir};
 
 /// A background service process, killed on drop.
 pub struct Service {

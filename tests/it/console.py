@@ -4,7 +4,7 @@
 Started by the Rust integration test (tests/it/console.rs), which runs the real agent, a real
 Mosquitto broker and the agent's MQTT sink:
 
-    /usr/bin/python3 tests/browser/console.py --url http://127.0.0.1:PORT --token TOKEN --token2 TOKEN2 \
+    /usr/bin/python3 tests/it/console.py --url http://127.0.0.1:PORT --token TOKEN --token2 TOKEN2 \
         --shots DIR --xss-doc SOP-XSS-001 --xss-equipment xss-1 --xss-question "<text retrieving SOP-XSS-001>"
 
 Protocol on stdout (one line each, flushed):
