@@ -1,6 +1,6 @@
 //! Routing; the handlers are one module per endpoint below (`probes`: /health, /ready,
-//! /metrics; `status`: /v1/status; `diagnose`; `feedback`; `console`: pages, /v1/assets,
-//! /v1/documents).
+//! /metrics; `status`: /v1/status; `diagnose`, with the LLM report and its cost in `compose`;
+//! `feedback`; `console`: pages, /v1/assets, /v1/documents).
 //!
 //! [`handle`] wraps every request: trace id (from `X-Request-Trace-ID`, else a W3C
 //! `traceparent`, else generated), the per-request timeout, the `X-Request-Trace-ID` and
@@ -20,6 +20,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+mod compose;
 mod console;
 mod diagnose;
 mod feedback;

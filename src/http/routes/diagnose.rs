@@ -3,7 +3,6 @@
 //! local report when it fails), counts tokens, cost and the answer, and serialises the response
 //! from borrowed parts.
 
-use std::borrow::Cow;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -15,10 +14,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use super::compose::{compose, Composed};
 use super::{check_id, json_body, Ctx, Resp};
-use crate::diagnose::{
-    Answer, DiagnoseEngine, Guidance, Observation, Question, Refusal, VisionAnalysis,
-};
+use crate::diagnose::{Guidance, Observation, Question, Refusal, VisionAnalysis};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::metrics::{agent, genai, UNKNOWN};
@@ -110,7 +108,16 @@ pub(super) async fn post(
         fallback_reason,
         input_tokens,
         output_tokens,
-    } = compose(state, &plant, &body, desc, &kb, &answer, trace).await;
+    } = compose(
+        state,
+        &plant,
+        (&body.plant_id, &body.equipment_id),
+        desc,
+        &kb,
+        &answer,
+        trace,
+    )
+    .await;
     m.tokens
         .with_label_values(&[&plant, answered_by, "input"])
         .inc_by(input_tokens);
@@ -195,95 +202,6 @@ pub(super) async fn post(
             .sum::<usize>()
         + 1024;
     Ok(serialized_response(&out, hint))
-}
-
-/// The report an answer goes out with, who wrote it, and the tokens it took.
-struct Composed<'a> {
-    report: Cow<'a, str>,
-    answered_by: &'static str,
-    engine: Cow<'static, str>,
-    fallback_reason: Option<&'static str>,
-    input_tokens: u64,
-    output_tokens: u64,
-}
-
-/// Lets the upstream LLM write the report of a supported answer when one is configured,
-/// counting its duration, the tokens it reports and their cost; when it fails the local report
-/// stands, and the fallback is counted and logged. Without an LLM: the local report as it is.
-async fn compose<'a>(
-    state: &AppState,
-    plant: &str,
-    body: &DiagnoseBody,
-    desc: &str,
-    kb: &DiagnoseEngine,
-    answer: &'a Answer,
-    trace: &str,
-) -> Composed<'a> {
-    let m = &state.metrics;
-    let mut report = Cow::Borrowed(answer.report.as_str());
-    let mut answered_by = agent::RAG;
-    let mut engine = Cow::Borrowed("bm25-local");
-    let mut fallback_reason: Option<&'static str> = None;
-    let (mut input_tokens, mut output_tokens) = (answer.input_tokens, answer.output_tokens);
-    if let (Some(llm), true) = (&state.llm, answer.supported) {
-        let active = m
-            .active_agents
-            .with_label_values(&[plant, agent::LLM_REPORT]);
-        active.inc();
-        let t_llm = Instant::now();
-        let r = llm
-            .write_report(
-                &body.plant_id,
-                &body.equipment_id,
-                desc,
-                &kb.passages(answer),
-            )
-            .await;
-        active.dec();
-        m.genai_duration
-            .with_label_values(&[
-                genai::CHAT,
-                llm.provider(),
-                llm.model(),
-                r.as_ref().err().map_or("", |e| e.reason()),
-            ])
-            .observe(t_llm.elapsed().as_secs_f64());
-        match r {
-            Ok(r) => {
-                report = Cow::Owned(r.text);
-                answered_by = agent::LLM_REPORT;
-                engine = Cow::Owned(format!("llm:{}", llm.model()));
-                if r.input_tokens + r.output_tokens > 0 {
-                    (input_tokens, output_tokens) = (r.input_tokens, r.output_tokens);
-                    // Only counts the model reported (the conventions forbid estimates here).
-                    for (kind, n) in [("input", r.input_tokens), ("output", r.output_tokens)] {
-                        m.genai_tokens
-                            .with_label_values(&[genai::CHAT, llm.provider(), llm.model(), kind])
-                            .observe(n as f64);
-                    }
-                }
-                let p = &state.prices;
-                let cost = input_tokens as f64 / 1000.0 * p.input_per_1k_usd
-                    + output_tokens as f64 / 1000.0 * p.output_per_1k_usd;
-                m.cost
-                    .with_label_values(&[plant, agent::LLM_REPORT])
-                    .inc_by(cost);
-            }
-            Err(e) => {
-                fallback_reason = Some(e.reason());
-                m.llm_fallback.with_label_values(&[plant, e.reason()]).inc();
-                warn!(trace_id = %trace, reason = e.reason(), error = %e, "llm_fallback");
-            }
-        }
-    }
-    Composed {
-        report,
-        answered_by,
-        engine,
-        fallback_reason,
-        input_tokens,
-        output_tokens,
-    }
 }
 
 /// The `/v1/diagnose` answer, serialised straight from borrowed parts (no `Value` tree).
