@@ -115,7 +115,8 @@ pub fn load_knowledge(cfg: &Config) -> Result<diagnose::Knowledge, Vec<Problem>>
     }
 }
 
-fn engine_settings(cfg: &Config) -> EngineSettings {
+/// The engine settings of `[engine]`.
+pub fn engine_settings(cfg: &Config) -> EngineSettings {
     EngineSettings {
         min_relevance: cfg.engine.min_relevance,
         max_documents: cfg.engine.max_documents.get(),
@@ -124,7 +125,8 @@ fn engine_settings(cfg: &Config) -> EngineSettings {
     }
 }
 
-fn problems_text(problems: &[Problem]) -> String {
+/// Problems as one line for a log event or an error.
+pub fn problems_text(problems: &[Problem]) -> String {
     problems
         .iter()
         .map(|p| format!("{}: {}", p.key, p.message))
@@ -320,14 +322,16 @@ async fn run_reloads(cfg: Arc<Config>, state: Arc<AppState>, stop: CancellationT
         let t0 = Instant::now();
         let c = cfg.clone();
         let built = tokio::task::spawn_blocking(move || {
-            load_knowledge(&c).map(|k| DiagnoseEngine::build(k, engine_settings(&c)))
+            crate::kb::rollout::startup_knowledge(&c)
+                .map(|(k, view)| (DiagnoseEngine::build(k, engine_settings(&c)), view))
         })
         .await;
         match built {
-            Ok(Ok(engine)) => {
+            Ok(Ok((engine, view))) => {
                 // Swapped and counted before the event says so: whoever reads the log line (a
                 // test, an operator) then finds the new set answering and the counter moved.
                 state.engine.replace(engine);
+                crate::kb::rollout::publish(&state, view);
                 state.metrics.kb_reloads.with_label_values(&["ok"]).inc();
                 log_engine(&state.engine.get(), &cfg, "knowledge_base_reloaded");
                 crate::memtrim::release_freed_memory();
@@ -440,10 +444,11 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
     info!(version = env!("CARGO_PKG_VERSION"), config = %cfg.source, state_dir = %cfg.paths.state_dir.display(), log_dir = %cfg.paths.log_dir.display(), "starting");
     let (tokens, fixed_tokens, token_hint) = first_start_tokens(&cfg)?;
 
-    let knowledge = load_knowledge(&cfg)
+    let (knowledge, kb_view) = crate::kb::rollout::startup_knowledge(&cfg)
         .map_err(|p| anyhow::anyhow!("knowledge base: {}", problems_text(&p)))?;
     let engine = DiagnoseEngine::build(knowledge, engine_settings(&cfg));
     log_engine(&engine, &cfg, "knowledge_base_loaded");
+    info!(version = %kb_view.version, hash = %kb_view.hash, source = %kb_view.source, "kb_serving");
     crate::memtrim::release_freed_memory();
 
     let metrics = Arc::new(Metrics::new(
@@ -459,7 +464,8 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
         auth: AuthCell::new(tokens, fixed_tokens, cfg.auth.tokens_file.clone()),
         metrics: metrics.clone(),
         recent: RecentAnswers::new(cfg.engine.recent_answers.get(), cfg.engine.feedback_window),
-        gaps: crate::gaps::RecentGaps::default(),
+        gaps: crate::gaps::RecentGaps::new(cfg.logging.gap_question_text),
+        kb: Default::default(),
         llm: cfg.llm.clone().map(LlmClient::new),
         prices: cfg.llm_prices,
         writable_dirs: vec![
@@ -474,6 +480,8 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
         auth_failures: auth::AuthFailures::new(),
         host_names: http::host_names(&cfg.server.allowed_hosts),
     });
+
+    crate::kb::rollout::publish(&state, kb_view);
 
     let stop_signal = StopSignal::install();
     let listener = TcpListener::bind(cfg.server.listen)
@@ -552,6 +560,10 @@ async fn run_async(cfg: Config, started: Instant) -> anyhow::Result<()> {
         state.clone(),
         shutdown.child_token(),
     ));
+    tracker.spawn(
+        crate::kb::rollout::Rollout::new(cfg.clone(), state.clone(), engine_settings(&cfg))
+            .run(shutdown.child_token()),
+    );
     tracker.close();
 
     stop_signal.wait().await;

@@ -47,6 +47,12 @@ pub enum Command {
     /// expected SOP id or NONE, equipment_id, question) with the configured knowledge base,
     /// lexicon and asset register: per-subset figures and a refusal-threshold sweep.
     Eval(EvalArgs),
+    /// Knowledge bundles: pack, sign, verify, show, and roll back the gateway's.
+    Kb {
+        #[command(subcommand)]
+        /// What to do.
+        command: KbCommand,
+    },
     /// Manage personal API tokens in the tokens file (`auth.tokens_file`, default
     /// `<state_dir>/tokens`); the running agent picks changes up within seconds.
     Token {
@@ -54,6 +60,58 @@ pub enum Command {
         /// What to do with the tokens file.
         command: TokenCommand,
     },
+}
+
+/// `kb` subcommands: knowledge bundles.
+#[derive(Debug, Subcommand)]
+pub enum KbCommand {
+    /// Make an Ed25519 key pair: KEYFILE (private, mode 0600) and KEYFILE.pub; prints the
+    /// public key for `kb.public_keys`.
+    Keygen {
+        /// Where to write the private key.
+        key: PathBuf,
+    },
+    /// Pack DIR (knowledge/*.md, lexicon/*.toml, assets.csv|toml, bundle.toml) into one bundle;
+    /// the knowledge must load and the smoke questions pass with this config's engine.
+    #[command(disable_version_flag = true)]
+    Pack {
+        /// The directory.
+        dir: PathBuf,
+        /// The bundle file to write.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// The version (default: `version` of DIR/bundle.toml).
+        #[arg(long, value_name = "VERSION")]
+        version: Option<String>,
+        /// Write the bundle even when its smoke questions fail here (gateways will refuse it).
+        #[arg(long)]
+        skip_smoke: bool,
+    },
+    /// Sign a bundle in place with a private key from `kb keygen`.
+    Sign {
+        /// The bundle file.
+        file: PathBuf,
+        /// The private key file.
+        #[arg(long, value_name = "KEYFILE")]
+        key: PathBuf,
+    },
+    /// Check a bundle as a gateway would: signature (against --public-key, else the config's
+    /// `kb.public_keys`), every file's hash, the knowledge loading, the smoke questions.
+    Verify {
+        /// The bundle file.
+        file: PathBuf,
+        /// A base64 Ed25519 public key to accept (repeatable).
+        #[arg(long = "public-key", value_name = "BASE64")]
+        public_keys: Vec<String>,
+    },
+    /// Print a bundle's manifest: version, content hash, created, files, smoke, target, signers.
+    Show {
+        /// The bundle file (default: the gateway's current bundle in `kb.dir`).
+        file: Option<PathBuf>,
+    },
+    /// Return to the previous good bundle in `kb.dir`; the running agent follows within
+    /// seconds and does not take the rolled-back bundle again from its source.
+    Rollback,
 }
 
 /// `token` subcommands.

@@ -90,9 +90,19 @@ pub struct Gap {
 #[derive(Default)]
 pub struct RecentGaps {
     list: Mutex<VecDeque<Gap>>,
+    /// `logging.gap_question_text`: the `knowledge_gap` event carries the question.
+    log_text: bool,
 }
 
 impl RecentGaps {
+    /// An empty list; `log_text` = the events carry the question text.
+    pub fn new(log_text: bool) -> RecentGaps {
+        RecentGaps {
+            list: Mutex::default(),
+            log_text,
+        }
+    }
+
     /// Records a gap: the event, the counter (`plant_label` is the bounded plant label value),
     /// the list.
     pub fn record(
@@ -104,6 +114,8 @@ impl RecentGaps {
         trace_id: &str,
         q: &Question,
     ) {
+        // Without the text when the plant keeps questions (which can name people) on site.
+        let question = self.log_text.then_some(q.text.as_str());
         tracing::info!(
             trace_id,
             request_id,
@@ -112,7 +124,7 @@ impl RecentGaps {
             equipment_id = %q.equipment_id,
             equipment_class = %q.equipment_class,
             language = %q.language,
-            question = %q.text,
+            question,
             "knowledge_gap"
         );
         metrics

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
-use hyper::Request;
+use hyper::{HeaderMap, Request};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -50,6 +50,18 @@ pub async fn send(
     timeout: Duration,
     max_body: usize,
 ) -> Result<(u16, Bytes), HttpcError> {
+    send_with_headers(ep, req, timeout, max_body)
+        .await
+        .map(|(status, _, body)| (status, body))
+}
+
+/// Sends `req` to `ep` and returns status, response headers and body.
+pub async fn send_with_headers(
+    ep: &Endpoint,
+    req: Request<Full<Bytes>>,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<(u16, HeaderMap, Bytes), HttpcError> {
     match tokio::time::timeout(timeout, connect_and_send(ep, req, max_body)).await {
         Ok(r) => r,
         Err(_) => Err(HttpcError::Timeout(timeout)),
@@ -60,7 +72,7 @@ async fn connect_and_send(
     ep: &Endpoint,
     req: Request<Full<Bytes>>,
     max_body: usize,
-) -> Result<(u16, Bytes), HttpcError> {
+) -> Result<(u16, HeaderMap, Bytes), HttpcError> {
     let stream = TcpStream::connect(&ep.authority)
         .await
         .map_err(|source| HttpcError::Connect {
@@ -90,7 +102,7 @@ async fn exchange<S>(
     req: Request<Full<Bytes>>,
     max_body: usize,
     authority: &str,
-) -> Result<(u16, Bytes), HttpcError>
+) -> Result<(u16, HeaderMap, Bytes), HttpcError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -106,6 +118,7 @@ where
         .await
         .map_err(|e| HttpcError::Http(e.to_string()))?;
     let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
     if let Some(date) = resp.headers().get(hyper::header::DATE) {
         // Every receiver's answer is a chance to see whether this gateway's clock is right.
         crate::clock::observe_http_date(authority, date.as_bytes());
@@ -115,5 +128,5 @@ where
         .await
         .map_err(|e| HttpcError::Http(format!("reading body: {e}")))?
         .to_bytes();
-    Ok((status, body))
+    Ok((status, headers, body))
 }

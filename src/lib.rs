@@ -5,7 +5,7 @@
 //!
 //! **Entry and composition**
 //! - [`cli`]: subcommands: serve (default), check-config, print-default-config, report, spool
-//!   status, eval, token add/list/revoke.
+//!   status, eval, token add/list/revoke, kb keygen/pack/sign/verify/show/rollback.
 //! - [`config`]: TOML → validated [`config::Config`]: the serde tables (`config/raw.rs`), one
 //!   validation function per table with its bounds named (`config/validate.rs`, shared checks in
 //!   `config/check.rs`), systemd directories and credentials (`config/env.rs`).
@@ -27,6 +27,9 @@
 //! **Answers**
 //! - [`diagnose`]: the engine: knowledge base, lexicon and language packs, asset register,
 //!   BM25 retrieval with clause windows, intent and machine gates, answers (pure, synchronous).
+//! - [`kb`]: knowledge bundles: one signed, versioned file of SOPs, lexicon packs and asset
+//!   register; the gateway's last good and previous bundles; the rollout task that takes new
+//!   ones from HTTP or MQTT, checks them and swaps the engine.
 //! - [`llm`]: optional OpenAI-compatible upstream that writes the report, with local fallback.
 //!
 //! **Observing**
@@ -49,6 +52,7 @@
 //! - [`tls`]: rustls client settings shared by every uplink.
 //!
 //! **Helpers**
+//! - [`base64`]: base64 for Basic auth and for bundle keys and signatures.
 //! - [`compress`]: gzip for MQTT payloads and the gzip-compressed files built into the binary.
 //! - [`fsutil`]: the one atomic file replacement (private temporary file, fsync, rename, dir
 //!   fsync) for every file the agent replaces.
@@ -60,6 +64,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod base64;
 pub mod cli;
 pub mod clock;
 pub mod compress;
@@ -71,6 +76,7 @@ pub mod gaps;
 pub mod http;
 pub mod httpc;
 pub mod ids;
+pub mod kb;
 pub mod llm;
 pub mod logging;
 pub mod memtrim;

@@ -89,6 +89,22 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Kb { command } => {
+            let cfg = match config::load(config_path.as_deref(), &env) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            match copilot_edge::kb::commands::run(command, &cfg) {
+                Ok(text) => emit(&text),
+                Err(e) => {
+                    eprintln!("kb: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Token { command } => {
             // Plant IT runs this from a shell, without the service's environment: fall back to
             // the installed config so the tokens land in the file the service reads.

@@ -33,8 +33,8 @@ use crate::tls::TlsClient;
 
 pub use env::Environment;
 pub use raw::{
-    RawAuth, RawConfig, RawEngine, RawIdentity, RawLabels, RawLlm, RawLogging, RawMetrics, RawMqtt,
-    RawPaths, RawPushgateway, RawRemoteWrite, RawServer, RawSinks, RawSparkplug, RawSpool,
+    RawAuth, RawConfig, RawEngine, RawIdentity, RawKb, RawLabels, RawLlm, RawLogging, RawMetrics,
+    RawMqtt, RawPaths, RawPushgateway, RawRemoteWrite, RawServer, RawSinks, RawSparkplug, RawSpool,
     RawToken, DEFAULT_MIN_RELEVANCE,
 };
 
@@ -134,6 +134,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// `[spool]`: the on-disk buffer for the sinks.
     pub spool: SpoolConfig,
+    /// `[kb]`: knowledge bundles from a central source.
+    pub kb: KbConfig,
     /// `[sinks.mqtt]`; `None` unless `enabled = true`.
     pub mqtt: Option<MqttSinkConfig>,
     /// `[sinks.pushgateway]`; `None` unless `enabled = true`.
@@ -318,6 +320,23 @@ pub struct LoggingConfig {
     pub max_file_bytes: u64,
     /// `logging.max_files`: rotated files kept.
     pub max_files: NonZeroUsize,
+    /// `logging.gap_question_text`: `knowledge_gap` events carry the question text.
+    pub gap_question_text: bool,
+}
+
+#[derive(Debug, Clone)]
+/// `[kb]`: where knowledge bundles come from and who may sign them.
+pub struct KbConfig {
+    /// `kb.url`: the endpoint, the request path and the URL as written; `None` = no HTTP source.
+    pub http: Option<(Endpoint, String, String)>,
+    /// `kb.poll_interval_secs`.
+    pub poll_interval: Duration,
+    /// `kb.mqtt_topic`; `None` = no MQTT source.
+    pub mqtt_topic: Option<String>,
+    /// `kb.public_keys`: base64 Ed25519 public keys.
+    pub public_keys: Vec<String>,
+    /// `kb.dir`, else `<state_dir>/kb`.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]

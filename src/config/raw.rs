@@ -35,6 +35,8 @@ pub struct RawConfig {
     pub logging: RawLogging,
     /// `[spool]`: the on-disk buffer.
     pub spool: RawSpool,
+    /// `[kb]`: knowledge bundles from a central source.
+    pub kb: RawKb,
     /// `[sinks]`: the uplinks, each off unless enabled.
     pub sinks: RawSinks,
 }
@@ -286,6 +288,8 @@ pub struct RawLogging {
     pub max_file_bytes: u64,
     /// Rotated log files kept.
     pub max_files: u64,
+    /// `knowledge_gap` events carry the question text.
+    pub gap_question_text: bool,
 }
 
 impl Default for RawLogging {
@@ -295,6 +299,7 @@ impl Default for RawLogging {
             file: true,
             max_file_bytes: 10 * 1024 * 1024,
             max_files: 10,
+            gap_question_text: true,
         }
     }
 }
@@ -323,6 +328,43 @@ impl Default for RawSpool {
             segment_bytes: 8 * 1024 * 1024,
             min_free_bytes: 64 * 1024 * 1024,
             ship_logs: true,
+        }
+    }
+}
+
+/// `[kb]`: knowledge bundles from a central source.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawKb {
+    /// An http(s) URL of the fleet's bundle; empty = none.
+    pub url: String,
+    /// Seconds between polls of `url`.
+    pub poll_interval_secs: u64,
+    /// A retained MQTT topic on the `[sinks.mqtt]` broker; empty = none.
+    pub mqtt_topic: String,
+    /// Base64 Ed25519 public keys a bundle may be signed by.
+    pub public_keys: Vec<String>,
+    /// Where bundles are kept; empty = `<state_dir>/kb`.
+    pub dir: String,
+    /// CA bundle (PEM) for an https URL; empty = built-in roots.
+    pub tls_ca_file: String,
+    /// Client certificate (PEM).
+    pub tls_cert_file: String,
+    /// Client key (PEM).
+    pub tls_key_file: String,
+}
+
+impl Default for RawKb {
+    fn default() -> Self {
+        RawKb {
+            url: String::new(),
+            poll_interval_secs: 300,
+            mqtt_topic: String::new(),
+            public_keys: Vec::new(),
+            dir: String::new(),
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }

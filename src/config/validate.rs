@@ -92,6 +92,8 @@ const MQTT_KEEP_ALIVE_SECS: RangeInclusive<u64> = 5..=3600;
 const MQTT_MAX_PACKET_BYTES: RangeInclusive<u64> = 64 * 1024..=256 * 1024 * 1024;
 /// `sinks.mqtt.max_inflight`: MQTT packet ids are 16 bits.
 const MQTT_MAX_INFLIGHT: RangeInclusive<u64> = 1..=65_535;
+/// `kb.poll_interval_secs`: from once a second (tests) to once a day.
+const KB_POLL_SECS: RangeInclusive<u64> = 1..=86_400;
 /// `sinks.remote_write.max_samples_per_request`.
 const MAX_SAMPLES_PER_REQUEST: RangeInclusive<u64> = 100..=1_000_000;
 
@@ -110,6 +112,7 @@ impl RawConfig {
         let logging = logging(&self.logging, &mut c);
         let spool = spool(&self.spool, &paths.state_dir, &mut c);
         let mqtt = mqtt(&self.sinks.mqtt, &identity, env, &mut c);
+        let kb = kb(&self.kb, &paths.state_dir, mqtt.is_some(), &mut c);
         let pushgateway = pushgateway(&self.sinks.pushgateway, env, &mut c);
         let remote_write = remote_write(&self.sinks.remote_write, &identity, env, &mut c);
 
@@ -132,6 +135,7 @@ impl RawConfig {
             metrics,
             logging,
             spool,
+            kb,
             mqtt,
             pushgateway,
             remote_write,
@@ -473,6 +477,65 @@ fn logging(lg: &RawLogging, c: &mut Checker) -> LoggingConfig {
         file: lg.file,
         max_file_bytes: c.range("logging.max_file_bytes", lg.max_file_bytes, MAX_FILE_BYTES),
         max_files: c.nonzero("logging.max_files", lg.max_files, MAX_FILES),
+        gap_question_text: lg.gap_question_text,
+    }
+}
+
+/// `[kb]`: a source needs a key to check its bundles against; an MQTT source needs the broker.
+fn kb(k: &RawKb, state_dir: &Path, mqtt_enabled: bool, c: &mut Checker) -> KbConfig {
+    let http = (!k.url.is_empty())
+        .then(|| {
+            c.endpoint(
+                "kb",
+                &k.url,
+                tls_files(&k.tls_ca_file, &k.tls_cert_file, &k.tls_key_file),
+            )
+            .map(|(ep, path)| (ep, path, k.url.clone()))
+        })
+        .flatten();
+    let mqtt_topic = (!k.mqtt_topic.is_empty()).then(|| k.mqtt_topic.clone());
+    if let Some(t) = &mqtt_topic {
+        if t.contains(['#', '+', '\0']) || t.len() > 256 {
+            c.fail(
+                "kb.mqtt_topic",
+                "a topic name without wildcards, at most 256 bytes",
+            );
+        }
+        if !mqtt_enabled {
+            c.fail(
+                "kb.mqtt_topic",
+                "needs [sinks.mqtt] enabled (the broker it listens on)",
+            );
+        }
+    }
+    for (i, key) in k.public_keys.iter().enumerate() {
+        if !crate::kb::is_public_key(key) {
+            c.fail(
+                &format!("kb.public_keys[{i}]"),
+                "not a base64 Ed25519 public key (32 bytes; `copilot-edge kb keygen` prints one)",
+            );
+        }
+    }
+    if (!k.url.is_empty() || mqtt_topic.is_some()) && k.public_keys.is_empty() {
+        c.fail(
+            "kb.public_keys",
+            "a bundle source needs at least one public key to verify bundles against",
+        );
+    }
+    KbConfig {
+        http,
+        poll_interval: Duration::from_secs(c.range(
+            "kb.poll_interval_secs",
+            k.poll_interval_secs,
+            KB_POLL_SECS,
+        )),
+        mqtt_topic,
+        public_keys: k.public_keys.iter().map(|s| s.trim().to_string()).collect(),
+        dir: if k.dir.is_empty() {
+            state_dir.join("kb")
+        } else {
+            PathBuf::from(&k.dir)
+        },
     }
 }
 

@@ -493,6 +493,12 @@ impl Lexicon {
             }
         }
         files.sort();
+        Lexicon::embedded_with(&files)
+    }
+
+    /// The embedded lexicon extended by `(file name, TOML text)` packs, in order (a folder's
+    /// files, or a knowledge bundle's).
+    pub fn embedded_with(files: &[(String, String)]) -> Result<Lexicon, LexiconError> {
         let embedded = crate::compress::embedded_texts(EMBEDDED_LEXICON);
         Lexicon::parse(
             embedded

@@ -47,6 +47,8 @@ pub struct AppState {
     pub recent: RecentAnswers,
     /// Refusals and low ratings, for the status page ([`crate::gaps`]).
     pub gaps: crate::gaps::RecentGaps,
+    /// The running knowledge base's version, source and last check ([`crate::kb`]).
+    pub kb: crate::kb::rollout::KbState,
     /// The upstream LLM client; `None` = the local engine writes every report.
     pub llm: Option<LlmClient>,
     /// `[llm]` prices, for `copilot_llm_cost_usd_total`.

@@ -177,6 +177,8 @@ pub struct Metrics {
     pub genai_duration: HistogramVec,
     /// Knowledge base reloads (SIGHUP) by result (ok, failed).
     pub kb_reloads: IntCounterVec,
+    /// Knowledge bundles ([`crate::kb`]): what runs, when it was checked and changed.
+    pub kb: KbMetrics,
     /// Answers that cite nothing, by reason (no_matching_sop, out_of_scope, no_sop_for_machine,
     /// not_a_fault_report, language_not_supported,
     /// no_sop_for_equipment_class).
@@ -219,6 +221,20 @@ impl Reg {
 fn reg<C: Collector + Clone + 'static>(r: &Reg, c: C) -> Result<C, MetricsError> {
     r.register(Box::new(c.clone()), Box::new(c.clone()))?;
     Ok(c)
+}
+
+/// Knowledge-bundle metrics (`copilot_edge_kb_*`).
+pub struct KbMetrics {
+    /// `copilot_edge_kb_info{version,hash,source}`: one series, the running knowledge base.
+    pub info: GaugeVec,
+    /// `copilot_edge_kb_bundle_created_timestamp_seconds`.
+    pub created: Gauge,
+    /// `copilot_edge_kb_last_check_timestamp_seconds{source}`.
+    pub last_check: GaugeVec,
+    /// `copilot_edge_kb_last_change_timestamp_seconds`.
+    pub last_change: Gauge,
+    /// `copilot_edge_kb_checks_total{result}`.
+    pub checks: IntCounterVec,
 }
 
 fn counter_vec(
@@ -466,6 +482,40 @@ impl Metrics {
                 "Reloads of the knowledge base, lexicon and asset register (SIGHUP), by result.",
                 &["result"],
             )?,
+            kb: KbMetrics {
+                info: gauge_vec(
+                    &r,
+                    "copilot_edge_kb_info",
+                    "1 for the knowledge base this gateway serves: bundle version, first 12 hex digits of its content hash, and where it came from (embedded, directory, http, mqtt).",
+                    &["version", "hash", "source"],
+                )?,
+                created: reg(
+                    &r,
+                    Gauge::new(
+                        "copilot_edge_kb_bundle_created_timestamp_seconds",
+                        "When the running knowledge bundle was packed (bundles are ordered by it); 0 when no bundle runs (embedded or directory knowledge).",
+                    )?,
+                )?,
+                last_check: gauge_vec(
+                    &r,
+                    "copilot_edge_kb_last_check_timestamp_seconds",
+                    "When the gateway last reached its bundle source (an answer, changed or not), by source; absent without a source.",
+                    &["source"],
+                )?,
+                last_change: reg(
+                    &r,
+                    Gauge::new(
+                        "copilot_edge_kb_last_change_timestamp_seconds",
+                        "When the running knowledge base last changed (the load at start counts).",
+                    )?,
+                )?,
+                checks: counter_vec(
+                    &r,
+                    "copilot_edge_kb_checks_total",
+                    "Bundle checks by result: unchanged, applied, not_targeted, fetch_failed, bad_signature, broken, smoke_failed, rolled_back.",
+                    &["result"],
+                )?,
+            },
             knowledge_gaps: counter_vec(
                 &r,
                 "copilot_edge_knowledge_gaps_total",

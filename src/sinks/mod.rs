@@ -423,25 +423,6 @@ impl Backoff {
     }
 }
 
-/// Base64 (standard alphabet, padded) for the Basic auth header.
-fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for c in input.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= c.len() {
-                out.push(T[(n >> shift & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// The `Authorization` header value for an HTTP sink, if any.
 pub fn authorization(auth: &crate::config::HttpAuth) -> Option<String> {
     use crate::config::HttpAuth;
@@ -449,7 +430,7 @@ pub fn authorization(auth: &crate::config::HttpAuth) -> Option<String> {
         HttpAuth::None => None,
         HttpAuth::Basic { username, password } => Some(format!(
             "Basic {}",
-            base64(format!("{username}:{}", password.expose()).as_bytes())
+            crate::base64::encode(format!("{username}:{}", password.expose()).as_bytes())
         )),
         HttpAuth::Bearer(t) => Some(format!("Bearer {}", t.expose())),
     }
@@ -612,19 +593,6 @@ pub fn log_json(line: &[u8], seq: u64, ts_ms: i64, gateway_id: &str) -> Vec<u8> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("user:pass", "dXNlcjpwYXNz"),
-        ] {
-            assert_eq!(base64(i.as_bytes()), o);
-        }
-    }
 
     #[test]
     fn credential_refusals_are_auth_errors() {

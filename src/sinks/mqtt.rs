@@ -267,23 +267,8 @@ impl MqttSink {
     }
 
     fn options(&self, will: LastWill) -> MqttOptions {
-        let mut o = MqttOptions::new(&self.cfg.client_id, &self.cfg.host, self.cfg.port);
-        o.set_keep_alive(self.cfg.keep_alive)
-            // Sparkplug 3.0 with MQTT 3.1.1: Clean Session true, so the broker queues no NCMD
-            // for an offline node (a stale rebirth request replayed at the next connect). The
-            // spool, not the broker's session, keeps what is not delivered.
-            .set_clean_session(true)
-            .set_max_packet_size(self.cfg.max_packet_bytes, self.cfg.max_packet_bytes)
-            .set_inflight(self.cfg.max_inflight)
-            .set_last_will(will);
-        if let Some(tls) = &self.cfg.tls {
-            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                tls.0.clone(),
-            )));
-        }
-        if let Some(u) = &self.cfg.username {
-            o.set_credentials(u, self.cfg.password.as_ref().map_or("", |p| p.expose()));
-        }
+        let mut o = client_options(&self.cfg, &self.cfg.client_id);
+        o.set_inflight(self.cfg.max_inflight).set_last_will(will);
         o
     }
 
@@ -800,4 +785,24 @@ impl MqttSink {
             "sink_stopped"
         );
     }
+}
+
+/// Connection options for a client of the configured broker (host, keep-alive, packet size, TLS,
+/// credentials) under `client_id`. Sparkplug 3.0 with MQTT 3.1.1 wants Clean Session true, so
+/// the broker queues no NCMD for an offline node (a stale rebirth request replayed at the next
+/// connect); the spool, not the broker's session, keeps what is not delivered.
+pub fn client_options(cfg: &MqttSinkConfig, client_id: &str) -> MqttOptions {
+    let mut o = MqttOptions::new(client_id, &cfg.host, cfg.port);
+    o.set_keep_alive(cfg.keep_alive)
+        .set_clean_session(true)
+        .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes);
+    if let Some(tls) = &cfg.tls {
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.0.clone(),
+        )));
+    }
+    if let Some(u) = &cfg.username {
+        o.set_credentials(u, cfg.password.as_ref().map_or("", |p| p.expose()));
+    }
+    o
 }

@@ -106,3 +106,47 @@ fn refusals_and_low_ratings_become_knowledge_gaps() {
         "question texts without a token: {public}"
     );
 }
+
+#[test]
+fn gap_events_leave_out_the_question_when_the_plant_keeps_questions_on_site() {
+    let dir = TempDir::new("gaps-private");
+    let a = Agent::start(
+        dir.path(),
+        &config_with(dir.path(), "[logging]\ngap_question_text = false\n"),
+    );
+    let r = a.diagnose(
+        "plant-7",
+        "gen-1",
+        "Jan Novak says the diesel generator will not start on its weekly test",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let event = wait_for(
+        "a knowledge_gap event",
+        std::time::Duration::from_secs(10),
+        || {
+            a.events()
+                .into_iter()
+                .find(|e| e["event"] == "knowledge_gap")
+        },
+    );
+    assert_eq!(event["reason"], "no_sop_for_machine", "{event}");
+    assert_eq!(event["equipment_id"], "gen-1");
+    assert!(event.get("question").is_none(), "{event}");
+    // Nowhere in the log files either (what the sinks ship is read from the same events).
+    let logs = std::fs::read_dir(dir.path().join("logs"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(logs.contains("knowledge_gap"), "log files hold the event");
+    assert!(
+        !logs.contains("Jan Novak"),
+        "the name stayed out of the logs"
+    );
+    // The signed-in status page still lists it (from memory).
+    let s = a.get_auth("/v1/status").json();
+    assert!(s["knowledge_gaps"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Jan Novak"));
+}

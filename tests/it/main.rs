@@ -8,6 +8,7 @@ mod console;
 mod engine;
 mod faults;
 mod gaps;
+mod kb;
 mod metrics;
 mod notify;
 mod remote_write;

@@ -16,6 +16,7 @@ const KNOWLEDGE_GAPS_SHOWN: usize = 20;
 /// the sinks' last error texts (which name hosts and URLs) and the recent warnings.
 pub(super) fn get(state: &AppState, authed: bool) -> Resp {
     let engine = state.engine.get();
+    let kb = state.kb.view();
     let rfc =
         |ms: i64| crate::logging::rfc3339(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64));
     let backlog = state
@@ -87,6 +88,12 @@ pub(super) fn get(state: &AppState, authed: bool) -> Resp {
             "loaded_at": crate::logging::rfc3339(engine.built_at()),
             "languages": engine.lexicon().languages.iter().map(|l| l.code.as_str()).collect::<Vec<_>>(),
             "assets": engine.assets().listed().len(),
+            "version": kb.version,
+            "hash": kb.hash,
+            "source": kb.source,
+            "created": kb.created_unix.map(|s| rfc(s * 1000)),
+            "last_check": kb.last_check_ms.map(rfc),
+            "last_change": rfc(kb.last_change_ms),
         },
         "sinks": sinks,
         "spool": spool,
@@ -97,6 +104,10 @@ pub(super) fn get(state: &AppState, authed: bool) -> Resp {
             "ok": crate::clock::skew_seconds().is_none_or(|s| s.abs() <= crate::clock::TOLERANCE_SECS),
         },
     });
+    if authed {
+        // Errors name the source's URL or broker.
+        out["knowledge_base"]["last_error"] = json!(kb.last_error);
+    }
     if let (true, Some(problem)) = (authed, state.auth.problem()) {
         out["tokens_file"]["error"] = json!(problem);
     }
