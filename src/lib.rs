@@ -11,6 +11,8 @@
 //!   `config/check.rs`), systemd directories and credentials (`config/env.rs`).
 //! - [`app`]: builds the components from the config, runs them, reloads on SIGHUP, polls the
 //!   tokens file, and shuts down in order; `eval` and its ablation table.
+//! - [`status`]: each sink's link state and backlog, derived once for `spool status` (from the
+//!   files) and `/v1/status` (from the running service).
 //!
 //! **Serving the plant LAN**
 //! - [`http`]: hyper 1.x server (connection bounds, fair share of slots, Host check), routing,
@@ -47,7 +49,7 @@
 //!   nothing of sinks but their cursor names); its disk policy, crash recovery and read-only
 //!   view in their own files.
 //! - [`sinks`]: the uplinks that drain the spool: MQTT (text, gzip, Sparkplug B with devices),
-//!   Prometheus remote write, Pushgateway; which are enabled, and `spool status`.
+//!   Prometheus remote write, Pushgateway; which are enabled, and their link state files.
 //! - [`httpc`]: a minimal outbound HTTP/1.1 client (remote write, Pushgateway, LLM).
 //! - [`tls`]: rustls client settings shared by every uplink.
 //!
@@ -87,4 +89,5 @@ pub mod recent;
 pub mod report;
 pub mod sinks;
 pub mod spool;
+pub mod status;
 pub mod tls;

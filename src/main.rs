@@ -81,7 +81,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EX_CONFIG);
                 }
             };
-            match copilot_edge::sinks::status_report(&cfg) {
+            match copilot_edge::status::spool_status(&cfg) {
                 Ok(text) => emit(&text),
                 Err(e) => {
                     eprintln!("spool status: {e}");

@@ -124,7 +124,7 @@ impl Inner {
     }
 }
 
-/// A summary of the backlog, for `spool status` and metrics.
+/// One consumer's backlog in the running service, for `/v1/status`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backlog {
     /// The consumer's name (the sink's `NAME`).

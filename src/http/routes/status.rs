@@ -19,50 +19,10 @@ pub(super) fn get(state: &AppState, authed: bool) -> Resp {
     let kb = state.kb.view();
     let rfc =
         |ms: i64| crate::logging::rfc3339(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64));
-    let backlog = state
-        .spool
-        .as_ref()
-        .map(|s| s.backlog())
-        .unwrap_or_default();
-    let files = state
-        .spool
-        .as_ref()
-        .map(|s| crate::sinks::read_states(s.dir()))
-        .unwrap_or_default();
-    let m = &state.metrics.sink;
-    let sinks: Vec<serde_json::Value> = state
-        .sinks
-        .iter()
-        .map(|&name| {
-            let file = files.iter().find(|(n, _)| n == name).map(|(_, v)| v);
-            let link = if m.auth_failed.with_label_values(&[name]).get() == 1 {
-                "auth_failed"
-            } else if m.up.with_label_values(&[name]).get() == 1 {
-                "online"
-            } else if file.is_some() {
-                "offline"
-            } else {
-                "unknown"
-            };
-            let last_success = m.last_success.with_label_values(&[name]).get();
-            let b = backlog.iter().find(|b| b.sink == name);
-            let mut v = json!({
-                "name": name,
-                "link": link,
-                "since": file.and_then(crate::sinks::state_since_ms).map(rfc),
-                "backlog_records": b.map_or(0, |b| b.pending_records),
-                "backlog_bytes": b.map_or(0, |b| b.pending_bytes),
-                "oldest_pending_age_seconds": b
-                    .and_then(|b| b.oldest_pending_age_ms)
-                    .map(|a| (a as f64 / 100.0).round() / 10.0),
-                "last_success": (last_success > 0.0).then(|| rfc((last_success * 1000.0) as i64)),
-            });
-            if authed {
-                v["last_error"] = json!(file.and_then(|f| f["last_error"].as_str()).unwrap_or(""));
-            }
-            v
-        })
-        .collect();
+    let sinks = crate::status::sinks_json(
+        &crate::status::from_service(&state.sinks, state.spool.as_deref(), &state.metrics.sink),
+        authed,
+    );
     let spool = state.spool.as_ref().map(|s| {
         let u = s.usage();
         json!({
