@@ -90,8 +90,8 @@ pub struct Manifest {
     pub version: String,
     /// When it was packed, RFC 3339.
     pub created: String,
-    /// The same moment in Unix seconds; bundles are ordered by it.
-    pub created_unix: i64,
+    /// The same moment in Unix milliseconds; bundles are ordered by it.
+    pub created_unix_ms: i64,
     /// `sha256:<hex>` of the file listing.
     pub content_hash: String,
     /// Every file besides the manifest and the signatures.
@@ -477,14 +477,14 @@ pub fn pack(
             bytes: d.len() as u64,
         })
         .collect();
-    let created_unix = now
+    let created_unix_ms = now
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+        .map_or(0, |d| d.as_millis() as i64);
     let manifest = Manifest {
         format: FORMAT,
         version,
         created: crate::logging::rfc3339(now),
-        created_unix,
+        created_unix_ms,
         content_hash: content_hash(&entries),
         files: entries,
         smoke: spec.smoke,

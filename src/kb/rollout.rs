@@ -43,8 +43,8 @@ pub struct KbView {
     pub hash: String,
     /// `embedded`, `directory`, `http` or `mqtt`.
     pub source: String,
-    /// When the bundle was packed (Unix seconds); `None` without a bundle.
-    pub created_unix: Option<i64>,
+    /// When the bundle was packed (Unix ms); `None` without a bundle.
+    pub created_ms: Option<i64>,
     /// When the source last answered (Unix ms).
     pub last_check_ms: Option<i64>,
     /// When the running knowledge base last changed (Unix ms).
@@ -112,7 +112,7 @@ fn view_of(b: &Bundle, source: &str) -> KbView {
         version: b.manifest.version.clone(),
         hash: b.short_hash().to_string(),
         source: source.to_string(),
-        created_unix: Some(b.manifest.created_unix),
+        created_ms: Some(b.manifest.created_unix_ms),
         content_hash: b.manifest.content_hash.clone(),
         ..KbView::default()
     }
@@ -126,7 +126,7 @@ pub fn publish(state: &AppState, mut view: KbView) {
     m.info
         .with_label_values(&[&view.version, &view.hash, &view.source])
         .set(1.0);
-    m.created.set(view.created_unix.unwrap_or(0) as f64);
+    m.created.set(view.created_ms.unwrap_or(0) as f64 / 1000.0);
     view.last_change_ms = crate::clock::now_ms();
     m.last_change.set(view.last_change_ms as f64 / 1000.0);
     state.kb.update(|v| {

@@ -44,7 +44,7 @@ fn webhook_sink() -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
 }
 
 /// A copy of a rules file with every `for:` shortened and group intervals at 1 s.
-fn fast_rules(src: &Path, dst: &Path) {
+pub(crate) fn fast_rules(src: &Path, dst: &Path) {
     let text = std::fs::read_to_string(src).unwrap();
     let out: Vec<String> = text
         .lines()

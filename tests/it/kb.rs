@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::common::services::{mosquitto_on, Service};
+use crate::common::services::{mosquitto_on, prom_query, prometheus_with_config, Service};
 use crate::common::*;
 
 /// The SOP only v2 carries.
@@ -1045,6 +1045,34 @@ fn a_staged_bundle_reaches_only_the_gateways_it_targets() {
     assert!(!polisher_cites(&gb).contains(&"SOP-TEST-777".to_string()));
     assert_still_answers(&gb);
     assert_eq!(checks(&ga, "not_targeted"), 0.0);
+
+    // A real Prometheus with the shipped rules (`for:` shortened) scrapes both: gw-b-1 is behind
+    // its plant's newest bundle, so KnowledgeBaseBehindFleet fires for it and not for gw-a-1.
+    let pdir = TempDir::new("kb-prom");
+    crate::alerts::fast_rules(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("alerts/copilot-edge.rules.yml"),
+        &pdir.path().join("rules.yml"),
+    );
+    let prom_cfg = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {:?}\nscrape_configs:\n  - job_name: copilot-edge\n    static_configs:\n      - targets: ['{}', '{}']\n        labels:\n          plant_id: plant-7\n",
+        pdir.path().join("rules.yml"),
+        ga.addr,
+        gb.addr
+    );
+    let prom = prometheus_with_config(free_port(), pdir, &prom_cfg, &[]);
+    let firing = |gw: &str| {
+        prom_query(
+            &prom,
+            &format!("ALERTS{{alertname=\"KnowledgeBaseBehindFleet\",alertstate=\"firing\",gateway_id=\"{gw}\"}}"),
+        )
+        .as_array()
+        .is_some_and(|r| !r.is_empty())
+    };
+    wait_until("KnowledgeBaseBehindFleet fires for gw-b-1", 60, || {
+        firing("gw-b-1")
+    });
+    assert!(!firing("gw-a-1"), "gw-a-1 runs the newest bundle");
+    drop(prom);
 
     // Every condition must match: v3's site is another plant, so nobody takes it.
     let (na, nb) = (checks(&ga, "not_targeted"), checks(&gb, "not_targeted"));

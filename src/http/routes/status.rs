@@ -51,7 +51,7 @@ pub(super) fn get(state: &AppState, authed: bool) -> Resp {
             "version": kb.version,
             "hash": kb.hash,
             "source": kb.source,
-            "created": kb.created_unix.map(|s| rfc(s * 1000)),
+            "created": kb.created_ms.map(rfc),
             "last_check": kb.last_check_ms.map(rfc),
             "last_change": rfc(kb.last_change_ms),
         },
