@@ -65,12 +65,14 @@ pub enum Command {
 /// `kb` subcommands: knowledge bundles.
 #[derive(Debug, Subcommand)]
 pub enum KbCommand {
+    #[cfg(feature = "publish")]
     /// Make an Ed25519 key pair: KEYFILE (private, mode 0600) and KEYFILE.pub; prints the
     /// public key for `kb.public_keys`.
     Keygen {
         /// Where to write the private key.
         key: PathBuf,
     },
+    #[cfg(feature = "publish")]
     /// Pack DIR (knowledge/*.md, lexicon/*.toml, assets.csv|toml, bundle.toml) into one bundle;
     /// the knowledge must load and the smoke questions pass with this config's engine.
     #[command(disable_version_flag = true)]
@@ -87,6 +89,7 @@ pub enum KbCommand {
         #[arg(long)]
         skip_smoke: bool,
     },
+    #[cfg(feature = "publish")]
     /// Sign a bundle in place with a private key from `kb keygen`.
     Sign {
         /// The bundle file.

@@ -12,14 +12,16 @@ use crate::diagnose::DiagnoseEngine;
 /// Runs one `kb` subcommand; the text for stdout, or the message for stderr (exit 1).
 pub fn run(cmd: KbCommand, cfg: &Config) -> Result<String, String> {
     match cmd {
+        #[cfg(feature = "publish")]
         KbCommand::Keygen { key } => keygen(&key),
+        #[cfg(feature = "publish")]
         KbCommand::Pack {
             dir,
             output,
             version,
             skip_smoke,
         } => {
-            let b = bundle::pack(&dir, version.as_deref(), std::time::SystemTime::now())
+            let b = super::publish::pack(&dir, version.as_deref(), std::time::SystemTime::now())
                 .map_err(|e| e.to_string())?;
             let smoke = smoke(&b, cfg);
             if let (Err(e), false) = (&smoke, skip_smoke) {
@@ -36,9 +38,10 @@ pub fn run(cmd: KbCommand, cfg: &Config) -> Result<String, String> {
                 output.display()
             ))
         }
+        #[cfg(feature = "publish")]
         KbCommand::Sign { file, key } => {
             let mut b = Bundle::read(&file).map_err(|e| e.to_string())?;
-            let key = bundle::read_private_key(&key).map_err(|e| e.to_string())?;
+            let key = super::publish::read_private_key(&key).map_err(|e| e.to_string())?;
             b.sign(&key);
             write(&file, &b.to_bytes())?;
             Ok(format!(
@@ -91,15 +94,17 @@ fn smoke(b: &Bundle, cfg: &Config) -> Result<usize, String> {
     Ok(b.manifest.smoke.len())
 }
 
+#[cfg(feature = "publish")]
 fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
     crate::fsutil::write_atomic(path, bytes, 0o644).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+#[cfg(feature = "publish")]
 fn keygen(path: &Path) -> Result<String, String> {
     if path.exists() {
         return Err(format!("{} exists; not overwritten", path.display()));
     }
-    let (private, public) = bundle::keygen();
+    let (private, public) = super::publish::keygen();
     crate::fsutil::write_atomic(path, format!("{private}\n").as_bytes(), 0o600)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut pub_path = path.as_os_str().to_owned();

@@ -5,6 +5,8 @@
 
 pub mod bundle;
 pub mod commands;
+#[cfg(feature = "publish")]
+pub mod publish;
 pub mod rollout;
 mod tar;
 
@@ -152,13 +154,13 @@ impl Store {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "publish"))]
 mod tests {
     use super::*;
 
     fn bundle(version: &str, sops: &[&str]) -> Vec<u8> {
         let d = bundle::tests::sop_dir(sops, "");
-        bundle::pack(&d.0, Some(version), std::time::SystemTime::now())
+        publish::pack(&d.0, Some(version), std::time::SystemTime::now())
             .unwrap()
             .to_bytes()
     }

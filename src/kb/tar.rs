@@ -17,9 +17,10 @@ pub enum TarError {
 }
 
 const BLOCK: usize = 512;
-/// The longest member name written (ustar's name field; no prefix field used).
+/// The longest member name (ustar's name field; no prefix field used).
 pub const MAX_NAME: usize = 99;
 
+#[cfg(feature = "publish")]
 /// Appends a regular file `name` with `data` to `out`.
 pub fn append(out: &mut Vec<u8>, name: &str, data: &[u8]) -> Result<(), TarError> {
     if !name_ok(name) {
@@ -45,6 +46,7 @@ pub fn append(out: &mut Vec<u8>, name: &str, data: &[u8]) -> Result<(), TarError
     Ok(())
 }
 
+#[cfg(feature = "publish")]
 /// Ends an archive (two zero blocks).
 pub fn finish(out: &mut Vec<u8>) {
     out.resize(out.len() + 2 * BLOCK, 0);
@@ -94,6 +96,7 @@ fn name_ok(name: &str) -> bool {
         && !name.chars().any(|c| c.is_control() || c == '\\')
 }
 
+#[cfg(feature = "publish")]
 fn octal(field: &mut [u8], v: u64) {
     let digits = field.len() - 1;
     let s = format!("{v:0digits$o}");
@@ -110,7 +113,7 @@ fn parse_octal(field: &[u8]) -> Option<u64> {
     u64::from_str_radix(s, 8).ok()
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "publish"))]
 mod tests {
     use super::*;
 
