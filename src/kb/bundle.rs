@@ -35,7 +35,7 @@ pub(super) const FORMAT: u32 = 1;
 /// The longest version string (it becomes a label value).
 pub const MAX_VERSION_CHARS: usize = 64;
 
-/// Why a bundle is refused. `kind()` is the reason label of `copilot_edge_kb_checks_total`.
+/// Why a bundle is refused. `kind()` is the reason label of `copilot_edge_knowledge_checks_total`.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     /// Not a readable bundle: not gzip, not tar, a missing or malformed manifest, a file whose

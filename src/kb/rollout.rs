@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::diagnose::{DiagnoseEngine, EngineSettings, Knowledge};
 use crate::http::AppState;
 
-/// The `result` values of `copilot_edge_kb_checks_total`.
+/// The `result` values of `copilot_edge_knowledge_checks_total`.
 pub const RESULTS: [&str; 8] = [
     "unchanged",
     "applied",

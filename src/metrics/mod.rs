@@ -223,17 +223,17 @@ fn reg<C: Collector + Clone + 'static>(r: &Reg, c: C) -> Result<C, MetricsError>
     Ok(c)
 }
 
-/// Knowledge-bundle metrics (`copilot_edge_kb_*`).
+/// Knowledge-bundle metrics (`copilot_edge_knowledge_*`).
 pub struct KbMetrics {
-    /// `copilot_edge_kb_info{version,hash,source}`: one series, the running knowledge base.
+    /// `copilot_edge_knowledge_info{version,hash,source}`: one series, the running knowledge base.
     pub info: GaugeVec,
-    /// `copilot_edge_kb_bundle_created_timestamp_seconds`.
+    /// `copilot_edge_knowledge_bundle_created_timestamp_seconds`.
     pub created: Gauge,
-    /// `copilot_edge_kb_last_check_timestamp_seconds{source}`.
+    /// `copilot_edge_knowledge_last_check_timestamp_seconds{source}`.
     pub last_check: GaugeVec,
-    /// `copilot_edge_kb_last_change_timestamp_seconds`.
+    /// `copilot_edge_knowledge_last_change_timestamp_seconds`.
     pub last_change: Gauge,
-    /// `copilot_edge_kb_checks_total{result}`.
+    /// `copilot_edge_knowledge_checks_total{result}`.
     pub checks: IntCounterVec,
 }
 
@@ -485,33 +485,33 @@ impl Metrics {
             kb: KbMetrics {
                 info: gauge_vec(
                     &r,
-                    "copilot_edge_kb_info",
+                    "copilot_edge_knowledge_info",
                     "1 for the knowledge base this gateway serves: bundle version, first 12 hex digits of its content hash, and where it came from (embedded, directory, http, mqtt).",
                     &["version", "hash", "source"],
                 )?,
                 created: reg(
                     &r,
                     Gauge::new(
-                        "copilot_edge_kb_bundle_created_timestamp_seconds",
+                        "copilot_edge_knowledge_bundle_created_timestamp_seconds",
                         "When the running knowledge bundle was packed (bundles are ordered by it); 0 when no bundle runs (embedded or directory knowledge).",
                     )?,
                 )?,
                 last_check: gauge_vec(
                     &r,
-                    "copilot_edge_kb_last_check_timestamp_seconds",
+                    "copilot_edge_knowledge_last_check_timestamp_seconds",
                     "When the gateway last reached its bundle source (an answer, changed or not), by source; absent without a source.",
                     &["source"],
                 )?,
                 last_change: reg(
                     &r,
                     Gauge::new(
-                        "copilot_edge_kb_last_change_timestamp_seconds",
+                        "copilot_edge_knowledge_last_change_timestamp_seconds",
                         "When the running knowledge base last changed (the load at start counts).",
                     )?,
                 )?,
                 checks: counter_vec(
                     &r,
-                    "copilot_edge_kb_checks_total",
+                    "copilot_edge_knowledge_checks_total",
                     "Bundle checks by result: unchanged, applied, not_targeted, fetch_failed, bad_signature, broken, smoke_failed, rolled_back.",
                     &["result"],
                 )?,

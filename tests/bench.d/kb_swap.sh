@@ -77,7 +77,7 @@ EOF
 "$BIN" serve -c "$T/agent/copilot-edge.toml" --listen "127.0.0.1:$APORT" >/dev/null 2>"$T/agent/stderr" &
 PIDS+=($!)
 BASE=http://127.0.0.1:$APORT
-running() { curl -s --max-time 5 "$BASE/metrics" | sed -n 's/^copilot_edge_kb_info{.*version="\([^"]*\)".*/\1/p'; }
+running() { curl -s --max-time 5 "$BASE/metrics" | sed -n 's/^copilot_edge_knowledge_info{.*version="\([^"]*\)".*/\1/p'; }
 wait_version() {  # VERSION TIMEOUT_S
   local deadline=$((SECONDS + $2))
   while [ $SECONDS -lt $deadline ]; do [ "$(running)" = "$1" ] && return 0; sleep 0.05; done

@@ -960,6 +960,27 @@ class ConsoleE2E:
         self.wait('.link "online" and .backlog-records "0"', drained, SINK_WAIT_S,
                   seen=lambda: f"row {self.sink_row()}", where=where)
 
+    def check_status_knowledge(self):
+        """The knowledge base's version and source, and the signed-in list of questions no SOP
+        answered: the out-of-scope question asked earlier in this tab is on it."""
+        where = ["#kb-version", "#gaps"]
+        info = lambda: self.d.execute_script(
+            "var v = document.getElementById('kb-version'), g = document.getElementById('gaps');"
+            "return {version: v ? v.textContent.trim() : null,"
+            " gaps: g ? Array.prototype.map.call(g.querySelectorAll('q'), function (q) { return q.textContent; }) : null};"
+        )
+        # The agent restarted since the out-of-scope question (the list is kept in memory only).
+        self.d.get(self.url + "/")
+        self.ask(OFFICE_EQUIPMENT, OFFICE_PROBLEM)
+        self.d.get(self.url + "/status")
+        self.wait("#kb-version names where the knowledge base comes from (a directory here)",
+                  lambda: ((info() or {}).get("version") or "") == "directory",
+                  seen=lambda: f"{info()}", where=where)
+        want = OFFICE_PROBLEM[:40]
+        self.wait(f"#gaps lists the refused question {want!r}",
+                  lambda: any(want in (q or "") for q in (info() or {}).get("gaps") or []),
+                  seen=lambda: f"{info()}", where=where)
+
     CHECKS = [
         ("languages", "check_languages", ["#view-signin"]),
         ("wrong_token", "check_wrong_token", ["#view-signin"]),
@@ -977,6 +998,7 @@ class ConsoleE2E:
         ("agent_down", "check_agent_down", ["#state", "#view-ask"]),
         ("status_offline", "check_status_offline", ["#sinks", "#status-error"]),
         ("status_online", "check_status_online", ["#sinks", "#status-error"]),
+        ("status_knowledge", "check_status_knowledge", ["#kb-version", "#gaps"]),
     ]
 
     # ------------------------------------------------------------------ running and reporting

@@ -321,7 +321,7 @@ http {{
 
 // --- what the agent says ---------------------------------------------------------------------
 
-/// The bundle an agent runs, from `copilot_edge_kb_info{version,hash,source} 1`.
+/// The bundle an agent runs, from `copilot_edge_knowledge_info{version,hash,source} 1`.
 #[derive(Debug, Clone, PartialEq)]
 struct KbInfo {
     version: String,
@@ -347,7 +347,7 @@ fn label(series: &str, key: &str) -> Option<String> {
 fn kb_info_in(text: &str) -> Option<KbInfo> {
     let live: Vec<KbInfo> = text
         .lines()
-        .filter(|l| l.starts_with("copilot_edge_kb_info{"))
+        .filter(|l| l.starts_with("copilot_edge_knowledge_info{"))
         .filter_map(|l| {
             let (series, value) = l.rsplit_once(' ')?;
             (value.parse::<f64>().ok()? == 1.0).then(|| KbInfo {
@@ -359,7 +359,7 @@ fn kb_info_in(text: &str) -> Option<KbInfo> {
         .collect();
     assert!(
         live.len() <= 1,
-        "more than one copilot_edge_kb_info series at 1: {live:?}"
+        "more than one copilot_edge_knowledge_info series at 1: {live:?}"
     );
     live.into_iter().next()
 }
@@ -381,11 +381,11 @@ fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-/// `copilot_edge_kb_checks_total{result}` (0 when not yet counted).
+/// `copilot_edge_knowledge_checks_total{result}` (0 when not yet counted).
 fn checks(a: &Agent, result: &str) -> f64 {
     metric_sum(
         &a.get("/metrics").text(),
-        "copilot_edge_kb_checks_total",
+        "copilot_edge_knowledge_checks_total",
         &[&format!("result=\"{result}\"")],
     )
 }
@@ -394,7 +394,7 @@ fn checks(a: &Agent, result: &str) -> f64 {
 fn all_checks(a: &Agent) -> f64 {
     metric_sum(
         &a.get("/metrics").text(),
-        "copilot_edge_kb_checks_total",
+        "copilot_edge_knowledge_checks_total",
         &[],
     )
 }
@@ -608,15 +608,15 @@ fn agents_take_a_new_signed_bundle_from_http_and_keep_it_after_a_restart_offline
         assert_eq!(public["version"], V2, "{public}");
         assert!(public.get("last_error").is_none(), "{public}");
         // The time gauges: created just now, a change seen, checks going on.
-        let created = gauge(a, "copilot_edge_kb_bundle_created_timestamp_seconds");
+        let created = gauge(a, "copilot_edge_knowledge_bundle_created_timestamp_seconds");
         assert!(
             (now_secs() - 600.0..now_secs() + 60.0).contains(&created),
             "created {created}"
         );
-        assert!(gauge(a, "copilot_edge_kb_last_change_timestamp_seconds") >= created - 1.0);
-        let checked = gauge(a, "copilot_edge_kb_last_check_timestamp_seconds");
+        assert!(gauge(a, "copilot_edge_knowledge_last_change_timestamp_seconds") >= created - 1.0);
+        let checked = gauge(a, "copilot_edge_knowledge_last_check_timestamp_seconds");
         wait_until("another check", 10, || {
-            gauge(a, "copilot_edge_kb_last_check_timestamp_seconds") > checked
+            gauge(a, "copilot_edge_knowledge_last_check_timestamp_seconds") > checked
         });
     }
     assert!(

@@ -112,7 +112,8 @@
     text($('uptime'), C.duration(s.uptime_seconds));
     var kb = s.knowledge_base;
     text($('kb'), kb ? t('kb', { n: kb.documents, t: C.time(kb.loaded_at) }) : null);
-    text($('kb-version'), kb && kb.version ? kb.version + ' (' + [kb.source, kb.hash].filter(Boolean).join(', ') + ')' : null);
+    text($('kb-version'), !kb || !kb.version ? null : kb.version === kb.source ? kb.source
+      : kb.version + ' (' + [kb.source, kb.hash].filter(Boolean).join(', ') + ')');
     text($('kb-check'), kb && kb.last_check ? ago(kb.last_check) : t('kbNoSource'));
     $('kb-error-row').hidden = !(authed && kb && kb.last_error);
     text($('kb-error'), authed && kb ? kb.last_error : null);
