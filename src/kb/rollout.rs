@@ -54,6 +54,10 @@ pub struct KbView {
     /// The full content hash (`sha256:…`), to compare offers against.
     #[serde(skip)]
     pub content_hash: String,
+    /// Whether `last_error` says the source was not reached (the next answer clears it) rather
+    /// than that a bundle was refused (which stays until a bundle is taken or the source changes).
+    #[serde(skip)]
+    pub error_is_fetch: bool,
 }
 
 /// The running knowledge base's view, shared by the rollout task and the status page.
@@ -132,6 +136,7 @@ pub fn publish(state: &AppState, mut view: KbView) {
     state.kb.update(|v| {
         view.last_check_ms = v.last_check_ms;
         view.last_error = v.last_error.take();
+        view.error_is_fetch = v.error_is_fetch;
         *v = view;
     });
 }
@@ -200,13 +205,22 @@ impl Rollout {
             .last_check
             .with_label_values(&[source])
             .set(now as f64 / 1000.0);
-        self.state.kb.update(|v| v.last_check_ms = Some(now));
+        self.state.kb.update(|v| {
+            v.last_check_ms = Some(now);
+            if v.error_is_fetch {
+                v.last_error = None;
+                v.error_is_fetch = false;
+            }
+        });
     }
 
     fn failed(&self, result: &str, source: &str, detail: String) {
         self.count(result);
         warn!(reason = result, source, detail = %detail, kept = %self.state.kb.view().version, "kb_rejected");
-        self.state.kb.update(|v| v.last_error = Some(detail));
+        self.state.kb.update(|v| {
+            v.last_error = Some(detail);
+            v.error_is_fetch = result == "fetch_failed";
+        });
     }
 
     /// Takes a bundle's bytes from `source`; returns the `result` counted.
