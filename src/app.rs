@@ -319,6 +319,8 @@ async fn run_reloads(cfg: Arc<Config>, state: Arc<AppState>, stop: CancellationT
             r = hup.recv() => if r.is_none() { return },
         }
         refresh_tokens(&state);
+        // No bundle is taken or rolled back while the reload reads and swaps.
+        let _changing = state.kb.changing().await;
         let t0 = Instant::now();
         let c = cfg.clone();
         let built = tokio::task::spawn_blocking(move || {

@@ -26,10 +26,12 @@ use crate::diagnose::{self, Knowledge, Question};
 pub const MANIFEST: &str = "manifest.json";
 /// The signatures' name inside a bundle.
 pub const SIGNATURES: &str = "signatures.json";
-/// A bundle file larger than this is refused (download limit too).
-pub const MAX_BUNDLE_BYTES: usize = 64 << 20;
-/// Unpacked, a bundle may hold at most this much.
-const MAX_UNPACKED_BYTES: usize = 256 << 20;
+/// A bundle file larger than this is refused (download limit too). The 43 sample SOPs pack to
+/// 41 KB, so this holds thousands of SOPs while a hostile file costs little before its
+/// signature is checked.
+pub const MAX_BUNDLE_BYTES: usize = 16 << 20;
+/// Unpacked, a bundle may hold at most this much (a gzip bomb stops here).
+const MAX_UNPACKED_BYTES: usize = 64 << 20;
 /// Bundle format this build writes and reads.
 pub(super) const FORMAT: u32 = 1;
 /// The longest version string (it becomes a label value).
@@ -402,11 +404,13 @@ pub(super) fn content_hash(files: &[FileEntry]) -> String {
 /// The first 12 hex digits of a `sha256:<hex>` content hash.
 pub fn short_hash(content_hash: &str) -> &str {
     let h = content_hash.strip_prefix("sha256:").unwrap_or(content_hash);
-    &h[..h.len().min(12)]
+    h.char_indices().nth(12).map_or(h, |(i, _)| &h[..i])
 }
 
+/// A key's first characters for a message (the key text comes from an unsigned file: never
+/// sliced by bytes).
 fn short_key(k: &str) -> String {
-    format!("key {}…", &k[..k.len().min(10)])
+    format!("key {}…", k.chars().take(10).collect::<String>())
 }
 
 pub(super) fn hex(d: &[u8]) -> String {
@@ -528,6 +532,18 @@ pub(super) mod tests {
                 .kind(),
             "bad_signature"
         );
+    }
+
+    #[test]
+    fn signer_names_from_an_unsigned_file_never_split_a_character() {
+        let mut b = pack(&sample_dir().0, None, std::time::SystemTime::now()).unwrap();
+        b.signatures.push(Signature {
+            key: "aéééééééééééé".into(),
+            sig: String::new(),
+        });
+        let e = b.verify(&[keygen().1]).unwrap_err();
+        assert_eq!(e.kind(), "bad_signature", "{e}");
+        assert_eq!(short_hash("sha256:éééééééééééééé").chars().count(), 12);
     }
 
     #[test]

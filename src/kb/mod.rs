@@ -105,9 +105,27 @@ impl Store {
         self.write(STATE, &serde_json::to_vec_pretty(s).expect("serializable"))
     }
 
+    /// An exclusive lock on the directory (`.lock`), so that the service's install and a
+    /// `kb rollback` in another process never interleave; released when the file is dropped.
+    fn lock(&self) -> Result<std::fs::File, StoreError> {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(".lock"))
+            .map_err(self.io(".lock"))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(self.io(".lock")(std::io::Error::last_os_error()));
+        }
+        Ok(f)
+    }
+
     /// Makes `bytes` (from `source`) the current bundle; the current one becomes the previous.
     pub fn install(&self, bytes: &[u8], source: &str) -> Result<(), StoreError> {
         std::fs::create_dir_all(&self.dir).map_err(self.io(""))?;
+        let _lock = self.lock()?;
         let mut st = self.state();
         if let Some(cur) = self.read(CURRENT)? {
             self.write(PREVIOUS, &cur)?;
@@ -122,6 +140,10 @@ impl Store {
     /// hash is remembered so that its source is not followed back to it. Returns the bundle
     /// now current and the one rolled back from.
     pub fn rollback(&self) -> Result<(Bundle, Bundle), StoreError> {
+        if !self.dir.exists() {
+            return Err(StoreError::NoPrevious(self.dir.clone()));
+        }
+        let _lock = self.lock()?;
         let Some(prev) = self.read(PREVIOUS)? else {
             return Err(StoreError::NoPrevious(self.dir.clone()));
         };

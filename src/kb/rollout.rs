@@ -19,7 +19,8 @@ use crate::diagnose::{DiagnoseEngine, EngineSettings, Knowledge};
 use crate::http::AppState;
 
 /// The `result` values of `copilot_edge_knowledge_checks_total`.
-pub const RESULTS: [&str; 8] = [
+pub const RESULTS: [&str; 9] = [
+    "not_saved",
     "unchanged",
     "applied",
     "not_targeted",
@@ -60,11 +61,18 @@ pub struct KbView {
     pub error_is_fetch: bool,
 }
 
-/// The running knowledge base's view, shared by the rollout task and the status page.
+/// The running knowledge base's view, shared by the rollout task and the status page, and the
+/// lock every change of the running knowledge base takes (a bundle offered over HTTP or MQTT, a
+/// rollback, a SIGHUP reload), so that two never interleave.
 #[derive(Debug, Default)]
-pub struct KbState(Mutex<KbView>);
+pub struct KbState(Mutex<KbView>, tokio::sync::Mutex<()>);
 
 impl KbState {
+    /// Held while the running knowledge base is rebuilt and swapped.
+    pub async fn changing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.1.lock().await
+    }
+
     /// A copy of the view.
     pub fn view(&self) -> KbView {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -147,8 +155,6 @@ pub struct Rollout {
     state: Arc<AppState>,
     store: Store,
     settings: EngineSettings,
-    /// One offer at a time (HTTP and MQTT may deliver together).
-    applying: tokio::sync::Mutex<()>,
     /// `current.kb`'s fingerprint after this process last wrote or read it.
     seen: Mutex<Option<(u64, i64, i64, u64)>>,
     /// The content hash last skipped as rolled back (logged once).
@@ -165,7 +171,6 @@ impl Rollout {
             state,
             store,
             settings,
-            applying: tokio::sync::Mutex::new(()),
             seen,
             last_skipped: Mutex::default(),
         })
@@ -225,18 +230,30 @@ impl Rollout {
 
     /// Takes a bundle's bytes from `source`; returns the `result` counted.
     pub async fn offer(&self, bytes: Bytes, source: &'static str) -> &'static str {
-        let _one = self.applying.lock().await;
-        let bundle = match Bundle::parse(&bytes) {
-            Ok(b) => b,
-            Err(e) => {
+        let _one = self.state.kb.changing().await;
+        // Unpacking and hashing up to the size limits is CPU work: off the async workers.
+        let raw = bytes.clone();
+        let parsed = tokio::task::spawn_blocking(move || Bundle::parse(&raw)).await;
+        let bundle = match parsed {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
                 let r = e.kind();
                 self.failed(r, source, e.to_string());
                 return r;
             }
+            Err(e) => {
+                self.failed("broken", source, format!("reading the bundle: {e}"));
+                return "broken";
+            }
         };
         let running = self.state.kb.view();
         let hash = &bundle.manifest.content_hash;
-        if *hash == running.content_hash {
+        // The same bundle (a re-pack of the same files with a new version or time is not: it
+        // is taken, so the version the fleet sees is the one published).
+        if *hash == running.content_hash
+            && running.version == bundle.manifest.version
+            && running.created_ms == Some(bundle.manifest.created_unix_ms)
+        {
             self.count("unchanged");
             self.state.kb.update(|v| v.last_error = None);
             return "unchanged";
@@ -285,9 +302,11 @@ impl Rollout {
                 return "broken";
             }
         };
-        // Kept on disk before it serves, so a restart right after serves it too.
+        // Kept on disk before it serves, so a restart right after serves it too; a bundle that
+        // cannot be kept is not served (a restart would silently go back).
         if let Err(e) = self.store.install(&bytes, source) {
-            warn!(error = %e, "kb_not_saved");
+            self.failed("not_saved", source, format!("keeping the bundle: {e}"));
+            return "not_saved";
         }
         *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = self.store.fingerprint();
         self.state.engine.replace(engine);
@@ -349,10 +368,12 @@ impl Rollout {
                 }
                 Ok((200, headers, body)) => {
                     self.checked("http");
-                    self.offer(body, "http").await;
-                    // A refused bundle is not fetched again until the source changes it.
-                    etag = headers
-                        .get(hyper::header::ETAG)
+                    let result = self.offer(body, "http").await;
+                    // A refused bundle is not fetched again until the source changes it; one
+                    // that could not be kept (a full disk) is, at the next poll.
+                    etag = (result != "not_saved")
+                        .then(|| headers.get(hyper::header::ETAG))
+                        .flatten()
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
                     // What this poll installed is not a change by someone else.
@@ -389,8 +410,8 @@ impl Rollout {
             return;
         };
         let mut o = crate::sinks::mqtt::client_options(&mq, &format!("{}-kb", mq.client_id));
-        let max = super::bundle::MAX_BUNDLE_BYTES.max(mq.max_packet_bytes);
-        o.set_max_packet_size(max, mq.max_packet_bytes);
+        // Incoming packets as large as a bundle may be (outgoing ones are tiny).
+        o.set_max_packet_size(super::bundle::MAX_BUNDLE_BYTES, mq.max_packet_bytes);
         let (client, mut events) = AsyncClient::new(o, 4);
         let mut backoff =
             crate::sinks::Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
@@ -461,7 +482,7 @@ impl Rollout {
             if fp.is_none() || fp == self.seen_fingerprint() {
                 continue;
             }
-            let _one = self.applying.lock().await;
+            let _one = self.state.kb.changing().await;
             let fp = self.store.fingerprint();
             if fp == self.seen_fingerprint() {
                 continue; // an offer that held the lock wrote it

@@ -512,7 +512,7 @@ impl Metrics {
                 checks: counter_vec(
                     &r,
                     "copilot_edge_knowledge_checks_total",
-                    "Bundle checks by result: unchanged, applied, not_targeted, fetch_failed, bad_signature, broken, smoke_failed, rolled_back.",
+                    "Bundle checks by result: unchanged, applied, not_targeted, fetch_failed, bad_signature, broken, smoke_failed, rolled_back, not_saved (the gateway could not keep it on disk, so it does not serve it).",
                     &["result"],
                 )?,
             },
