@@ -81,7 +81,9 @@ struct TomlFile {
     asset: Vec<Asset>,
 }
 
-fn glob_match(parts: &[String], s: &str) -> bool {
+/// Whether `s` matches a pattern given as its parts split at `*` (the asset register's ids and
+/// a knowledge bundle's gateway targets).
+pub(crate) fn glob_match(parts: &[String], s: &str) -> bool {
     // parts = pattern split at '*': first must be a prefix, last a suffix, middle in order.
     let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
         return false;
@@ -89,13 +91,14 @@ fn glob_match(parts: &[String], s: &str) -> bool {
     if parts.len() == 1 {
         return first == s;
     }
-    if !s.starts_with(first.as_str()) || s.len() < first.len() + last.len() {
+    // Both ends checked before slicing between them, so the cut is at character boundaries.
+    if !s.starts_with(first.as_str())
+        || !s.ends_with(last.as_str())
+        || s.len() < first.len() + last.len()
+    {
         return false;
     }
     let mut rest = &s[first.len()..s.len() - last.len()];
-    if !s.ends_with(last.as_str()) {
-        return false;
-    }
     for mid in &parts[1..parts.len() - 1] {
         match rest.find(mid.as_str()) {
             Some(i) => rest = &rest[i + mid.len()..],

@@ -138,7 +138,7 @@ pub struct Target {
     /// `identity.site_plant_id` values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<String>,
-    /// Globs (`*`, `?`) on `identity.gateway_id`; any may match.
+    /// Patterns with `*` (as in the asset register) on `identity.gateway_id`; any may match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
     /// The share of gateways, by a hash of the gateway id (stable: a gateway in at 10 % is in
@@ -164,27 +164,10 @@ pub fn bucket(gateway_id: &str) -> u64 {
     u64::from_be_bytes(d[..8].try_into().expect("8 bytes")) % 100
 }
 
-/// `*` any run, `?` one character, the rest literal.
+/// `*` any run, the rest literal: the asset register's patterns.
 fn glob(pattern: &str, s: &str) -> bool {
-    let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
-    let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = si;
-            pi += 1;
-        } else if let Some(st) = star {
-            pi = st + 1;
-            mark += 1;
-            si = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
+    let parts: Vec<String> = pattern.split('*').map(str::to_string).collect();
+    crate::diagnose::assets::glob_match(&parts, s)
 }
 
 /// One signature in `signatures.json`.
@@ -547,10 +530,10 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn targets_select_by_site_glob_and_a_stable_percentage() {
+    fn targets_select_by_site_pattern_and_percentage() {
         let t = Target {
             sites: vec!["plant-a".into()],
-            gateways: vec!["gw-a-*".into(), "line?-gw".into()],
+            gateways: vec!["gw-a-*".into(), "line*-gw".into()],
             percent: None,
         };
         assert!(t.selects("plant-a", "gw-a-1"));

@@ -228,23 +228,21 @@ impl Rollout {
         });
     }
 
+    /// Counts and reports a refused bundle; its `result`.
+    fn refuse(&self, e: BundleError, source: &str) -> &'static str {
+        let r = e.kind();
+        self.failed(r, source, e.to_string());
+        r
+    }
+
     /// Takes a bundle's bytes from `source`; returns the `result` counted.
     pub async fn offer(&self, bytes: Bytes, source: &'static str) -> &'static str {
         let _one = self.state.kb.changing().await;
         // Unpacking and hashing up to the size limits is CPU work: off the async workers.
         let raw = bytes.clone();
-        let parsed = tokio::task::spawn_blocking(move || Bundle::parse(&raw)).await;
-        let bundle = match parsed {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => {
-                let r = e.kind();
-                self.failed(r, source, e.to_string());
-                return r;
-            }
-            Err(e) => {
-                self.failed("broken", source, format!("reading the bundle: {e}"));
-                return "broken";
-            }
+        let bundle = match blocking("reading the bundle", move || Bundle::parse(&raw)).await {
+            Ok(b) => b,
+            Err(e) => return self.refuse(e, source),
         };
         let running = self.state.kb.view();
         let hash = &bundle.manifest.content_hash;
@@ -269,9 +267,7 @@ impl Rollout {
             return "rolled_back";
         }
         if let Err(e) = bundle.verify(&self.cfg.kb.public_keys) {
-            let r = e.kind();
-            self.failed(r, source, e.to_string());
-            return r;
+            return self.refuse(e, source);
         }
         let id = &self.cfg.identity;
         if let Some(t) = &bundle.manifest.target {
@@ -283,24 +279,15 @@ impl Rollout {
         }
         let t0 = std::time::Instant::now();
         let settings = self.settings;
-        let b = bundle.clone();
-        let built = tokio::task::spawn_blocking(move || -> Result<DiagnoseEngine, BundleError> {
-            let engine = DiagnoseEngine::build(b.knowledge()?, settings);
-            super::bundle::smoke(&engine, &b.manifest.smoke)?;
-            Ok(engine)
+        let built = blocking("building the engine", move || {
+            let engine = DiagnoseEngine::build(bundle.knowledge()?, settings);
+            super::bundle::smoke(&engine, &bundle.manifest.smoke)?;
+            Ok((engine, bundle))
         })
         .await;
-        let engine = match built {
-            Ok(Ok(e)) => e,
-            Ok(Err(e)) => {
-                let r = e.kind();
-                self.failed(r, source, e.to_string());
-                return r;
-            }
-            Err(e) => {
-                self.failed("broken", source, format!("building the engine: {e}"));
-                return "broken";
-            }
+        let (engine, bundle) = match built {
+            Ok(built) => built,
+            Err(e) => return self.refuse(e, source),
         };
         // Kept on disk before it serves, so a restart right after serves it too; a bundle that
         // cannot be kept is not served (a restart would silently go back).
@@ -508,6 +495,16 @@ impl Rollout {
             }
         }
     }
+}
+
+/// Runs `f` on the blocking pool; a task that did not finish (a panic) is a broken bundle.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, BundleError> + Send + 'static,
+) -> Result<T, BundleError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(BundleError::Broken(format!("{what}: {e}"))))
 }
 
 /// `interval` ± 10 %, so a fleet does not poll in step.
