@@ -191,6 +191,13 @@ pub fn eval(cfg: &Config, args: &crate::cli::EvalArgs) -> anyhow::Result<String>
             out.push('\n');
         }
     }
+    if args.outcomes {
+        out.push_str("outcomes (dev split):\n");
+        for line in eval::outcome_lines(&outcomes, "dev") {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
     Ok(out)
 }
 

@@ -151,6 +151,10 @@ pub struct EvalArgs {
     /// Also list the misses of the `dev` split (never of `heldout`).
     #[arg(long)]
     pub misses: bool,
+    /// Also print every outcome of the `dev` split (never of `heldout`) as tab-separated lines:
+    /// subset, expected, ranked, relevance, confidence, refusal, what the checks saw, question.
+    #[arg(long)]
+    pub outcomes: bool,
     /// Also print the reliability table of `confidence_score` (confidence band → share right).
     #[arg(long)]
     pub reliability: bool,

@@ -117,12 +117,13 @@ pub fn run(engine: &DiagnoseEngine, cases: &[Case]) -> Vec<Outcome> {
                 why: {
                     let an = engine.analyze(&c.query);
                     format!(
-                        "cue {:?}, question {}, machine {:?}, fault word {}, symptom words {}",
+                        "cue {:?}, question {}, machine {:?}, fault word {}, symptom words {}, equipment words {}",
                         an.non_repair,
                         an.question_led,
                         an.uncovered,
                         an.fault_word,
-                        an.symptom_terms
+                        an.symptom_terms,
+                        an.equipment_terms
                     )
                 },
             }
@@ -364,6 +365,28 @@ pub fn misses(outcomes: &[Outcome], split: &str, t: f64) -> Vec<String> {
                 o.case.query,
                 o.case.equipment_id,
                 o.why
+            )
+        })
+        .collect()
+}
+
+/// Every outcome of one split as a tab-separated line (subset, expected, ranked, relevance,
+/// confidence, refusal, what the checks saw, question), for analysis by script (`dev` only).
+pub fn outcome_lines(outcomes: &[Outcome], split: &str) -> Vec<String> {
+    outcomes
+        .iter()
+        .filter(|o| o.case.split == split)
+        .map(|o| {
+            format!(
+                "{}\t{}\t{}\t{:.3}\t{:.3}\t{}\t{}\t{}",
+                o.case.subset,
+                o.case.expected,
+                o.ranked.join(","),
+                o.best_relevance,
+                o.confidence,
+                o.refusal.unwrap_or("-"),
+                o.why,
+                o.case.query
             )
         })
         .collect()

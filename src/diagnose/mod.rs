@@ -214,6 +214,20 @@ pub const CLASS_BOOST: f32 = 1.5;
 /// answering").
 pub const INTENT_SYMPTOMS: usize = 2;
 
+/// A clause with more terms than this is a run-on (voice-to-text without punctuation): its
+/// relevance is also taken over runs of [`RUN_WINDOW`] terms (half overlapping), each needing
+/// [`RUN_WINDOW_MIN_MATCHES`] distinct terms of the document.
+pub const RUN_ON_TERMS: usize = 12;
+/// See [`RUN_ON_TERMS`].
+pub const RUN_WINDOW: usize = 8;
+/// See [`RUN_ON_TERMS`].
+pub const RUN_WINDOW_MIN_MATCHES: usize = 3;
+
+/// The same for a text that opens with a question word ("is the shuttle bus still running at
+/// 21:30", "what's the rated tonnage of press-12"): a question asks about something, so it
+/// takes one more symptom word to read as a report. Chosen on the three field sets' dev splits.
+pub const INTENT_SYMPTOMS_QUESTION: usize = 3;
+
 /// Terms of a clause window that must occur in the document for the window's relevance to count:
 /// one matching word in a short clause ("it leaks") says too little on its own.
 pub const WINDOW_MIN_MATCHES: usize = 2;
@@ -457,11 +471,39 @@ impl DiagnoseEngine {
     fn window_relevance(&self, doc: usize, a: &query::Analysis, boost: f32) -> f64 {
         let mut clauses: Vec<u16> = a.term_clauses.clone();
         clauses.dedup();
-        if clauses.len() < 2 {
-            return 0.0;
-        }
         let mut best = 0.0f64;
         let mut window: Vec<&str> = Vec::with_capacity(a.terms.len());
+        // A run-on clause (voice-to-text, no punctuation) has no clause breaks to cut it: fixed
+        // runs of its terms stand in for clauses.
+        let mut start = 0;
+        while start < a.terms.len() {
+            let c = a.term_clauses[start];
+            let end = start
+                + a.term_clauses[start..]
+                    .iter()
+                    .take_while(|&&x| x == c)
+                    .count();
+            if end - start > RUN_ON_TERMS {
+                let mut i = start;
+                while i < end {
+                    let j = (i + RUN_WINDOW).min(end);
+                    window.clear();
+                    window.extend(a.terms[i..j].iter().map(String::as_str));
+                    let (relevance, matched) = self.index.relevance_of(doc, &window, boost);
+                    if matched >= RUN_WINDOW_MIN_MATCHES {
+                        best = best.max(relevance as f64);
+                    }
+                    if j == end {
+                        break;
+                    }
+                    i += RUN_WINDOW / 2;
+                }
+            }
+            start = end;
+        }
+        if clauses.len() < 2 {
+            return best;
+        }
         for (i, &c) in clauses.iter().enumerate() {
             for span in [&clauses[i..=i], &clauses[i..(i + 2).min(clauses.len())]] {
                 window.clear();
@@ -619,9 +661,16 @@ impl DiagnoseEngine {
             _ if lang.detect_only => Some(Refusal::LanguageNotSupported(lang.name.clone())),
             (Some(a), _) if class_docs.is_empty() => Some(Refusal::NoSopForClass(a.class.clone())),
             (_, Some(object)) => Some(Refusal::OutOfScope(object.clone())),
-            _ if !self.settings.off.machine_gate && analysis.uncovered.is_some() => Some(
-                Refusal::NoSopForMachine(analysis.uncovered.clone().unwrap_or_default()),
-            ),
+            // The asset register names the machine and an SOP covers its class: an uncovered
+            // machine in the text is where it stands ("mot-8 at the oven exhaust").
+            _ if !self.settings.off.machine_gate
+                && analysis.uncovered.is_some()
+                && class_docs.is_empty() =>
+            {
+                Some(Refusal::NoSopForMachine(
+                    analysis.uncovered.clone().unwrap_or_default(),
+                ))
+            }
             // Not a fault report: no fault word, and either a phrase that asks for something else
             // leading the text ("what's the max clamp force", "who is on call"), or such a phrase
             // elsewhere or a question word opening the text ("what oil does gearbox 3 take") with
@@ -631,7 +680,8 @@ impl DiagnoseEngine {
                 && ((analysis.non_repair.is_some()
                     && (analysis.non_repair_leads
                         || analysis.symptom_terms < INTENT_SYMPTOMS))
-                    || (analysis.question_led && analysis.symptom_terms < INTENT_SYMPTOMS)
+                    || (analysis.question_led
+                        && analysis.symptom_terms < INTENT_SYMPTOMS_QUESTION)
                     || analysis.content_terms == 0) =>
             {
                 Some(Refusal::NotAFaultReport)
@@ -1273,6 +1323,48 @@ mod tests {
             "compressor next to the generator room trips on high temperature",
         );
         assert!(a.supported, "{:?}", a.refusal);
+        // The asset register names a covered machine: an uncovered one in the text is where it
+        // stands, not what failed.
+        let q = "curing oven exhaust: the motor runs hot, paint on the housing gone brown, burning smell";
+        let a = ask_at(&e, "", q);
+        assert!(
+            matches!(a.refusal, Some(Refusal::NoSopForMachine(_))),
+            "{:?}",
+            a.refusal
+        );
+        let a = ask_at(&e, "mot-8", q);
+        assert!(a.supported, "{:?}", a.refusal);
+        assert_eq!(a.guidance.cited_documents[0], "SOP-MOT-001");
+    }
+
+    #[test]
+    fn a_question_about_something_needs_more_than_two_symptom_words() {
+        let e = engine_with_assets();
+        // Opens with a question word, no fault word, two symptom words: asks, does not report.
+        let a = ask_at(
+            &e,
+            "",
+            "Is the shuttle bus from Kent Station still running at 21:30 for the night shift?",
+        );
+        assert_eq!(a.refusal, Some(Refusal::NotAFaultReport), "{:?}", a.ranked);
+        // A question that names a fault is still a report.
+        let a = ask_at(
+            &e,
+            "pump-7",
+            "why is pump 7 cavitating with low discharge pressure?",
+        );
+        assert!(a.supported, "{:?}", a.refusal);
+    }
+
+    #[test]
+    fn run_on_voice_text_is_read_in_runs_of_terms() {
+        let e = engine_with_assets();
+        // One clause, no punctuation: the fault sits in a few words of a long run.
+        let q = "um yeah the pump by the syrup room its dripping where the shaft goes into the \
+                 casing like constantly theres a puddle now can some one come have a look";
+        let a = ask_at(&e, "", q);
+        assert!(a.supported, "{:?} {}", a.refusal, a.best_relevance);
+        assert_eq!(a.guidance.cited_documents[0], "SOP-PMP-002");
     }
 
     #[test]

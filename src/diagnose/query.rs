@@ -64,6 +64,8 @@ pub struct Analysis {
     pub symptom_terms: usize,
     /// How many distinct terms the knowledge base knows that are not equipment names.
     pub content_terms: usize,
+    /// How many distinct terms name equipment the knowledge base covers (not negated).
+    pub equipment_terms: usize,
 }
 
 /// Per-engine analysis state built from the lexicon and the knowledge base's vocabulary.
@@ -560,6 +562,7 @@ impl QueryAnalyzer {
         }
         let mut symptoms_seen: Vec<&str> = Vec::new();
         let mut content_seen: Vec<&str> = Vec::new();
+        let mut equipment_seen: Vec<&str> = Vec::new();
         // Counted over every clause: a "works fine" word somewhere in a long message ("as on a
         // normal day") does not make the rest of it less of a report.
         for it in &items {
@@ -581,9 +584,13 @@ impl QueryAnalyzer {
             if self.symptom.contains(&it.stem) && !symptoms_seen.contains(&it.stem.as_str()) {
                 symptoms_seen.push(&it.stem);
             }
+            if self.equipment.contains(&it.stem) && !equipment_seen.contains(&it.stem.as_str()) {
+                equipment_seen.push(&it.stem);
+            }
         }
         a.symptom_terms = symptoms_seen.len();
         a.content_terms = content_seen.len();
+        a.equipment_terms = equipment_seen.len();
         (a.terms, a.term_clauses) = items
             .into_iter()
             .filter(|it| keep(&it.stem, it.clause, it.negated))
