@@ -1107,14 +1107,14 @@ mod tests {
             eval::Figures::of(outcomes.iter().filter(|o| f(&o.case.subset)), t)
         };
         let all = pick(&|_| true);
-        assert!(all.right_first_rate() >= 0.92, "{all:?}");
+        assert!(all.right_first_rate() >= 0.94, "{all:?}");
         assert!(all.none_answered_rate() <= 0.02, "{all:?}");
         assert!(
             all.non_repair_recognised * 100 >= 85 * all.non_repair,
             "{all:?}"
         );
         let english = pick(&|s| s.starts_with("en"));
-        assert!(english.right_first_rate() >= 0.94, "{english:?}");
+        assert!(english.right_first_rate() >= 0.97, "{english:?}");
         let consequence = pick(&|s| s == "consequence");
         assert!(consequence.right_first_rate() >= 0.70, "{consequence:?}");
         for lang in ["de", "es", "fr", "it", "pt", "pl", "nl", "cs", "tr", "ro"] {
@@ -1124,28 +1124,45 @@ mod tests {
         }
     }
 
-    /// The second field set's dev split (authors 6-7 of `tests/fixtures/field_eval_2.tsv`,
-    /// written after the engine was built, for the questions nobody here wrote): floors at the
-    /// figures measured after tuning on it. Its held-out split (authors 8-9) is measured by hand
-    /// at most twice and never by a test.
-    #[test]
-    fn second_field_set_dev_split() {
-        let text = include_str!("../../tests/fixtures/field_eval_2.tsv");
-        let cases = eval::parse(text).expect("second field set parses");
+    /// The dev split of a later field set (`tests/fixtures/field_eval_N.tsv`, written after the
+    /// engine was built, for the questions nobody here wrote): floors at the figures measured
+    /// after tuning on it. Their held-out splits are measured by hand at most twice and never
+    /// by a test.
+    fn later_field_set_dev_split(
+        text: &str,
+        right_first: f64,
+        none_answered: f64,
+        non_repair: usize,
+    ) {
+        let cases = eval::parse(text).expect("field set parses");
         assert!(cases.iter().filter(|c| c.split == "heldout").count() >= 200);
         let dev: Vec<eval::Case> = cases.into_iter().filter(|c| c.split == "dev").collect();
-        assert!(dev.len() >= 200, "second field set too small");
+        assert!(dev.len() >= 200, "field set too small");
         let e = engine_with_assets();
         let outcomes = eval::run(&e, &dev);
         let t = crate::config::DEFAULT_MIN_RELEVANCE;
         println!("{}", eval::family_table(&outcomes, "dev", t));
         let all = eval::Figures::of(outcomes.iter(), t);
-        assert!(all.right_first_rate() >= 0.87, "{all:?}");
-        assert!(all.none_answered_rate() <= 0.08, "{all:?}");
+        assert!(all.right_first_rate() >= right_first, "{all:?}");
+        assert!(all.none_answered_rate() <= none_answered, "{all:?}");
         assert!(
-            all.non_repair_recognised * 100 >= 80 * all.non_repair,
+            all.non_repair_recognised * 100 >= non_repair * all.non_repair,
             "{all:?}"
         );
+    }
+
+    /// Authors 6-7 of the second field set (held-out: authors 8-9).
+    #[test]
+    fn second_field_set_dev_split() {
+        let text = include_str!("../../tests/fixtures/field_eval_2.tsv");
+        later_field_set_dev_split(text, 0.90, 0.04, 90);
+    }
+
+    /// Authors 10-11 of the third field set (held-out: authors 12-13).
+    #[test]
+    fn third_field_set_dev_split() {
+        let text = include_str!("../../tests/fixtures/field_eval_3.tsv");
+        later_field_set_dev_split(text, 0.98, 0.04, 95);
     }
 
     #[test]
