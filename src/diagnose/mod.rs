@@ -1371,6 +1371,25 @@ mod tests {
             "why is pump 7 cavitating with low discharge pressure?",
         );
         assert!(a.supported, "{:?}", a.refusal);
+        // Yes/no openers in the other packs.
+        for q in [
+            "Ist die Presse 12 nächste Woche für die Umrüstung frei?",
+            "Kunnen we de compressor zaterdag uitzetten voor de verbouwing?",
+        ] {
+            let a = ask_at(&e, "", q);
+            assert_eq!(
+                a.refusal,
+                Some(Refusal::NotAFaultReport),
+                "{q}: {:?}",
+                a.ranked
+            );
+        }
+        let a = ask_at(
+            &e,
+            "press-12",
+            "Ist normal, dass die Presse 12 Öl verliert und die Schläuche tropfen?",
+        );
+        assert!(a.supported, "{:?}", a.refusal);
     }
 
     #[test]
