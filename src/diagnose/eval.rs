@@ -65,6 +65,9 @@ pub struct Outcome {
     pub ranked: Vec<String>,
     /// Relevance of the best document (its best clause window), 0..=1.
     pub best_relevance: f64,
+    /// Whether the question reports one of the best document's `evidence:` items (answered
+    /// down to [`super::EVIDENCE_MIN_RELEVANCE`] whatever the threshold).
+    pub evidence: bool,
     /// Refusal that does not depend on the threshold (out of scope, no SOP for the class or
     /// the machine, not a fault report, language not supported), or no key-field match at all.
     pub hard_refusal: bool,
@@ -82,7 +85,10 @@ impl Outcome {
         self.case.expected != "NONE"
     }
     fn answered_at(&self, t: f64) -> bool {
-        !self.hard_refusal && !self.ranked.is_empty() && self.best_relevance >= t
+        !self.hard_refusal
+            && !self.ranked.is_empty()
+            && (self.best_relevance >= t
+                || self.evidence && self.best_relevance >= super::EVIDENCE_MIN_RELEVANCE)
     }
     fn right_first_at(&self, t: f64) -> bool {
         self.answered_at(t) && self.ranked.first() == Some(&self.case.expected)
@@ -111,6 +117,7 @@ pub fn run(engine: &DiagnoseEngine, cases: &[Case]) -> Vec<Outcome> {
                 case: c.clone(),
                 ranked: a.ranked.iter().take(2).cloned().collect(),
                 best_relevance: a.best_relevance,
+                evidence: a.evidence,
                 hard_refusal: a.refusal.is_some(),
                 refusal: a.refusal.as_ref().map(Refusal::code),
                 confidence: a.confidence,
@@ -378,7 +385,7 @@ pub fn outcome_lines(outcomes: &[Outcome], split: &str) -> Vec<String> {
         .filter(|o| o.case.split == split)
         .map(|o| {
             format!(
-                "{}\t{}\t{}\t{:.3}\t{:.3}\t{}\t{}\t{}",
+                "{}\t{}\t{}\t{:.3}\t{:.3}\t{}\t{}, evidence {}\t{}",
                 o.case.subset,
                 o.case.expected,
                 o.ranked.join(","),
@@ -386,6 +393,7 @@ pub fn outcome_lines(outcomes: &[Outcome], split: &str) -> Vec<String> {
                 o.confidence,
                 o.refusal.unwrap_or("-"),
                 o.why,
+                o.evidence,
                 o.case.query
             )
         })

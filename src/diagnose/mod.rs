@@ -161,6 +161,9 @@ pub struct Answer {
     pub supported: bool,
     /// Best relevance seen, for logs.
     pub best_relevance: f64,
+    /// Whether the question reports one of the first document's `evidence:` items nearly word
+    /// for word (which supports it down to [`EVIDENCE_MIN_RELEVANCE`]).
+    pub evidence: bool,
     /// The cited documents (indexes), for [`DiagnoseEngine::passages`].
     pub cited_docs: Vec<usize>,
     /// The ranking before the threshold (document ids, best first), for calibration.
@@ -214,6 +217,10 @@ pub const CLASS_BOOST: f32 = 1.5;
 /// answering").
 pub const INTENT_SYMPTOMS: usize = 2;
 
+/// The relevance below which even a reported consequence (an `evidence:` item) does not
+/// support an answer. Chosen on the field sets' dev splits.
+pub const EVIDENCE_MIN_RELEVANCE: f64 = 0.15;
+
 /// A clause with more terms than this is a run-on (voice-to-text without punctuation): its
 /// relevance is also taken over runs of [`RUN_WINDOW`] terms (half overlapping), each needing
 /// [`RUN_WINDOW_MIN_MATCHES`] distinct terms of the document.
@@ -259,6 +266,8 @@ pub struct DiagnoseEngine {
     vocab: Vec<VocabEntry>,
     /// Vocabulary entries by their first term (indexes into `vocab`, ascending).
     vocab_by_first: rustc_hash::FxHashMap<String, Vec<usize>>,
+    /// Per document, its `evidence:` items of two or more terms (English terms, deduplicated).
+    evidence: Vec<Vec<Box<[String]>>>,
     settings: EngineSettings,
     /// When this engine was built (the knowledge base's "loaded at").
     built_at: std::time::SystemTime,
@@ -341,6 +350,20 @@ impl DiagnoseEngine {
         } = k;
         let en = lexicon.en();
         let index = Index::build(&docs, |t| query::english_terms(en, t));
+        let evidence = docs
+            .iter()
+            .map(|d| {
+                d.evidence
+                    .iter()
+                    .filter_map(|item| {
+                        let mut terms = query::english_terms(en, item);
+                        terms.sort_unstable();
+                        terms.dedup();
+                        (terms.len() >= 2).then(|| terms.into_boxed_slice())
+                    })
+                    .collect()
+            })
+            .collect();
         let kb_words = query::kb_words(
             en,
             docs.iter().flat_map(|d| {
@@ -409,6 +432,7 @@ impl DiagnoseEngine {
             assets,
             class_docs,
             vocab_by_first,
+            evidence,
             vocab,
             settings,
             built_at: std::time::SystemTime::now(),
@@ -463,6 +487,15 @@ impl DiagnoseEngine {
             .into_iter()
             .map(|h| (&self.docs[h.doc], h))
             .collect()
+    }
+
+    /// Whether the question's terms cover one of document `doc`'s `evidence:` items: two of
+    /// its terms at least and two thirds of them.
+    fn reports_evidence(&self, doc: usize, terms: &[String]) -> bool {
+        self.evidence[doc].iter().any(|item| {
+            let matched = item.iter().filter(|t| terms.contains(t)).count();
+            matched >= 2 && matched * 3 >= item.len() * 2
+        })
     }
 
     /// The best relevance of document `doc` within one clause or two neighbouring clauses of
@@ -654,6 +687,7 @@ impl DiagnoseEngine {
         });
         let lang = &self.analyzer.lexicon.languages[analysis.language];
         let foreign = text::foreign_script(q.problem_description);
+        let evidence = best.is_some_and(|h| self.reports_evidence(h.doc, &analysis.terms));
         let refusal = match (&asset, &analysis.out_of_scope) {
             _ if foreign.is_some() => Some(Refusal::LanguageNotSupported(
                 foreign.unwrap_or_default().to_string(),
@@ -687,6 +721,14 @@ impl DiagnoseEngine {
                 Some(Refusal::NotAFaultReport)
             }
             _ if best.is_some_and(|h| h.key_match && best_relevance >= min_relevance) => None,
+            // Below the threshold, a consequence the first document lists nearly word for word
+            // (two thirds of one `evidence:` item, two words at least) still supports it.
+            _ if evidence
+                && best
+                    .is_some_and(|h| h.key_match && best_relevance >= EVIDENCE_MIN_RELEVANCE) =>
+            {
+                None
+            }
             _ => Some(Refusal::NoDocument),
         };
         let supported = refusal.is_none();
@@ -713,7 +755,12 @@ impl DiagnoseEngine {
                     } else {
                         h.relevance as f64
                     };
-                    h.key_match && relevance >= min_relevance && h.score >= 0.6 * top.score
+                    let floor = if *i == 0 && evidence {
+                        EVIDENCE_MIN_RELEVANCE.min(min_relevance)
+                    } else {
+                        min_relevance
+                    };
+                    h.key_match && relevance >= floor && h.score >= 0.6 * top.score
                 })
                 .map(|(_, h)| h)
                 .collect();
@@ -778,6 +825,7 @@ impl DiagnoseEngine {
             confidence: round3(confidence),
             supported,
             best_relevance: round3(best_relevance),
+            evidence,
             cited_docs,
             ranked: hits.iter().map(|h| self.docs[h.doc].id.clone()).collect(),
             input_tokens,
@@ -1390,6 +1438,34 @@ mod tests {
             "Ist normal, dass die Presse 12 Öl verliert und die Schläuche tropfen?",
         );
         assert!(a.supported, "{:?}", a.refusal);
+    }
+
+    #[test]
+    fn a_reported_consequence_supports_its_sop_below_the_threshold() {
+        let e = engine_with_assets();
+        let q = |text| Question {
+            plant_id: "plant-7",
+            equipment_id: "",
+            problem_description: text,
+            observed_defects: &[],
+        };
+        // "electricity bill up on the compressors" is an evidence line of the leak survey.
+        let text = "Facilities say the electricity bill is up on the compressors this quarter.";
+        let a = e.diagnose(&q(text));
+        assert!(a.evidence && a.supported, "{:?}", a.refusal);
+        assert_eq!(a.guidance.cited_documents[0], "MAINT-CMP-001");
+        // Still answered with a threshold above its relevance ...
+        let strict = a.best_relevance + 0.05;
+        assert!(a.best_relevance >= EVIDENCE_MIN_RELEVANCE);
+        let b = e.diagnose_at(&q(text), strict);
+        assert!(b.supported, "{:?}", b.refusal);
+        assert_eq!(b.guidance.cited_documents[0], "MAINT-CMP-001");
+        // ... where a question without such a consequence is refused.
+        let plain = "the compressors use more power this quarter";
+        let c = e.diagnose(&q(plain));
+        assert!(!c.evidence, "{:?}", c.ranked);
+        let d = e.diagnose_at(&q(plain), c.best_relevance + 0.05);
+        assert!(!d.supported);
     }
 
     #[test]
