@@ -235,6 +235,10 @@ pub const RUN_WINDOW_MIN_MATCHES: usize = 3;
 /// takes one more symptom word to read as a report. Chosen on the three field sets' dev splits.
 pub const INTENT_SYMPTOMS_QUESTION: usize = 3;
 
+/// The highest `confidence_score` of an answer to a text that opens with a question word and
+/// names no fault word (see [`INTENT_SYMPTOMS_QUESTION`]).
+pub const QUESTION_CONFIDENCE_CAP: f64 = 0.5;
+
 /// Terms of a clause window that must occur in the document for the window's relevance to count:
 /// one matching word in a short clause ("it leaks") says too little on its own.
 pub const WINDOW_MIN_MATCHES: usize = 2;
@@ -802,6 +806,11 @@ impl DiagnoseEngine {
             let margin = ((top.score - second) / top.score) as f64;
             // Relevance carries the evidence; a clear winner adds up to 30 % on top.
             confidence = (best_relevance.min(1.0) * (0.7 + 0.3 * margin) / 0.7).min(0.99);
+            // A question about something (question word first, no fault word) that still
+            // reads as a report is as likely a request for facts as a fault: never confident.
+            if analysis.question_led && !analysis.fault_word {
+                confidence = confidence.min(QUESTION_CONFIDENCE_CAP);
+            }
         }
         let report = self.report(
             q,
@@ -1419,6 +1428,14 @@ mod tests {
             "why is pump 7 cavitating with low discharge pressure?",
         );
         assert!(a.supported, "{:?}", a.refusal);
+        // Answered, as it names enough symptoms, but never confidently.
+        let a = ask_at(
+            &e,
+            "",
+            "How come the chiller condenser pressure is high every afternoon with the fins dirty?",
+        );
+        assert!(a.supported, "{:?}", a.refusal);
+        assert!(a.confidence <= QUESTION_CONFIDENCE_CAP, "{}", a.confidence);
         // Yes/no openers in the other packs.
         for q in [
             "Ist die Presse 12 nächste Woche für die Umrüstung frei?",
