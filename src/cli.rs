@@ -122,7 +122,7 @@ pub enum KbCommand {
 pub enum TokenCommand {
     /// Create a token for NAME, print it once, store only its SHA-256.
     Add {
-        /// Who the token is for (1-64 of A-Z a-z 0-9 - _ . :); shows as user_id in the logs.
+        /// Who the token is for (1-64 of A-Z a-z 0-9 . _ -; no `:`); shows as user_id in the logs.
         name: String,
     },
     /// List the names in the tokens file (never the tokens).
