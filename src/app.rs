@@ -210,7 +210,7 @@ fn ablation_table(
 ) -> anyhow::Result<String> {
     use crate::diagnose::eval::{self, Figures};
     type Change = fn(&mut diagnose::Knowledge, &mut EngineSettings);
-    let variants: [(&str, Change); 7] = [
+    let variants: [(&str, Change); 8] = [
         ("everything on", |_, _| {}),
         (
             "no lexicon glossaries ([terms] of every language)",
@@ -232,6 +232,9 @@ fn ablation_table(
         ("no intent check", |_, s| s.off.intent = true),
         ("no machine gate", |_, s| s.off.machine_gate = true),
         ("no clause windows", |_, s| s.off.windows = true),
+        ("no higher bar for texts naming no machine", |_, s| {
+            s.off.unnamed = true
+        }),
     ];
     let mut out = format!(
         "ablation, split {split}, threshold {t:.2}\n\n| engine | right SOP first | English | other languages | consequence | NONE answered | non-repair recognised |\n|---|---|---|---|---|---|---|\n"

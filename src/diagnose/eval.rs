@@ -124,13 +124,15 @@ pub fn run(engine: &DiagnoseEngine, cases: &[Case]) -> Vec<Outcome> {
                 why: {
                     let an = engine.analyze(&c.query);
                     format!(
-                        "cue {:?}, question {}, machine {:?}, fault word {}, symptom words {}, equipment words {}",
+                        "cue {:?}, question {}, machine {:?}, fault word {}, symptom words {}, equipment words {}, terms {}, rewrites {}",
                         an.non_repair,
                         an.question_led,
                         an.uncovered,
                         an.fault_word,
                         an.symptom_terms,
-                        an.equipment_terms
+                        an.equipment_terms,
+                        an.terms.join(" "),
+                        an.rewrites.join("; ")
                     )
                 },
             }

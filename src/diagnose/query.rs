@@ -42,7 +42,8 @@ pub struct Analysis {
     pub symptoms: Vec<(u16, String)>,
     /// The out-of-scope object that makes this question out of scope (as written in the lexicon).
     pub out_of_scope: Option<String>,
-    /// What was rewritten: `typed → understood` (lexicon terms, compounds, typo corrections).
+    /// What was rewritten: `typed → understood` (lexicon terms, compounds), `typed ≈ understood`
+    /// (typo corrections).
     pub rewrites: Vec<String>,
     /// Clause of each of `terms` (same order and length), for relevance within a clause window.
     pub term_clauses: Vec<u16>,
@@ -77,7 +78,10 @@ pub struct QueryAnalyzer {
     value_symptoms: Vec<Vec<Box<[Box<str>]>>>,
     /// English stems of fault words (dropped when negated).
     fault: HashSet<String>,
-    /// English stems of the knowledge base's equipment names.
+    /// English stems of the knowledge base's equipment names: the head word of each (the last:
+    /// "pump" of "feedwater pump", "block" of "pillow block"). A modifier ("oil" of "oil
+    /// cooler", "temperature" of "temperature controller") is what a report says about a
+    /// machine, so it counts as a symptom word where an SOP lists it as one.
     equipment: HashSet<String>,
     /// English stems of the knowledge base's symptom and defect words that are not equipment
     /// names: what a fault report mentions.
@@ -95,6 +99,10 @@ pub struct QueryAnalyzer {
     /// English stems of every language's function words (stop words, negators, fine words,
     /// clause breaks): a cache, as most words of a question are these or knowledge-base words.
     function_stems: rustc_hash::FxHashMap<String, String>,
+    /// Per language, stems of the words its non-repair, question, out-of-scope and uncovered
+    /// machine phrases use: a word the pack knows in that sense is never "corrected" into a
+    /// glossary or knowledge-base word ("Ersatz" is not a typo of "Versatz").
+    listed: Vec<HashSet<String>>,
 }
 
 /// Retrieval terms of English text: folded words minus stop words, negators and words with
@@ -168,7 +176,7 @@ impl QueryAnalyzer {
             .collect();
         let equipment: HashSet<String> = equipment_names
             .into_iter()
-            .flat_map(|e| english_terms(en, e))
+            .filter_map(|e| english_terms(en, e).pop())
             .collect();
         let symptom = symptom_texts
             .into_iter()
@@ -193,6 +201,17 @@ impl QueryAnalyzer {
             .map(|w| (w.clone(), en.stem(w)))
             .collect();
         let kb_speller = Speller::new(kb_words);
+        let listed = lexicon
+            .languages
+            .iter()
+            .map(|l| {
+                [&l.non_repair, &l.question, &l.out_of_scope, &l.uncovered]
+                    .into_iter()
+                    .flat_map(|t| t.list.iter())
+                    .flat_map(|p| p.stems.iter().map(|s| s.to_string()))
+                    .collect()
+            })
+            .collect();
         let mut detect_words: rustc_hash::FxHashMap<String, u64> = Default::default();
         let mut detect_letters: rustc_hash::FxHashMap<char, u64> = Default::default();
         for (li, l) in lexicon.languages.iter().enumerate().take(MAX_LANGUAGES) {
@@ -213,6 +232,7 @@ impl QueryAnalyzer {
             detect_words,
             detect_letters,
             function_stems,
+            listed,
             kb_speller,
             lang_spellers,
             value_symptoms,
@@ -454,7 +474,11 @@ impl QueryAnalyzer {
                 i += 1;
                 continue;
             }
-            if !phrase_here && (l.fine.contains(w) || other_en.is_some_and(|e| e.fine.contains(w)))
+            // The text's first word is an opener ("okay so the pillow block...", "good morning
+            // Laura"), not a statement that something works.
+            if !phrase_here
+                && i > 0
+                && (l.fine.contains(w) || other_en.is_some_and(|e| e.fine.contains(w)))
             {
                 let compared = i > 0 && {
                     let p = toks[i - 1].text.as_str();
@@ -509,15 +533,23 @@ impl QueryAnalyzer {
                 }
                 continue;
             }
+            if self.listed[lang].contains(&*sl[0]) {
+                items.push(Item {
+                    stem: s_en.clone(),
+                    clause,
+                    negated,
+                });
+                continue;
+            }
             if lang != 0 {
                 if let Some((key, id)) = self.lang_spellers[lang].correct(w) {
-                    a.rewrites.push(format!("{w} → {key}"));
+                    a.rewrites.push(format!("{w} ≈ {key}"));
                     emit(lang, id, clause, negated, &mut items, &mut sym);
                     continue;
                 }
             }
             if let Some((word, stem)) = self.kb_speller.correct(w) {
-                a.rewrites.push(format!("{w} → {word}"));
+                a.rewrites.push(format!("{w} ≈ {word}"));
                 items.push(Item {
                     stem: stem.clone(),
                     clause,
@@ -527,7 +559,7 @@ impl QueryAnalyzer {
                 continue;
             }
             if let Some((key, id)) = self.lang_spellers[0].correct(w) {
-                a.rewrites.push(format!("{w} → {key}"));
+                a.rewrites.push(format!("{w} ≈ {key}"));
                 emit(0, id, clause, negated, &mut items, &mut sym);
                 continue;
             }

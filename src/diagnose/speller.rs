@@ -114,8 +114,8 @@ impl<T: Clone> Speller<T> {
             .map(|(_, payload)| payload)
     }
 
-    /// The closest word to `word` (not `word` itself) within the allowed distance, with its
-    /// payload, or `None`.
+    /// The closest word to `word` (not `word` itself) within the allowed distance and with the
+    /// same first letter, with its payload, or `None`.
     pub fn correct(&self, word: &str) -> Option<(&str, T)> {
         let len = word.chars().count();
         if len < MIN_LEN {
@@ -126,7 +126,9 @@ impl<T: Clone> Speller<T> {
         let mut probe = |p: &str| {
             for id in self.ids(p) {
                 let cand = &self.words[id as usize].0;
-                if &**cand == word {
+                // A typo rarely hits the first letter; a word that differs there is another
+                // word ("pails" is not "fails", "rotor" not "motor").
+                if &**cand == word || cand.chars().next() != word.chars().next() {
                     continue;
                 }
                 if best.is_some_and(|(d, b)| d == 1 && id > b) {
@@ -198,5 +200,8 @@ mod tests {
         assert_eq!(s.correct("motr"), None);
         // A dictionary word is not "corrected" to itself.
         assert_eq!(s.correct("bearing"), None);
+        // Nor is a word with another first letter: "rotor" is not a typo of "motor".
+        assert_eq!(s.correct("rotor"), None);
+        assert_eq!(s.correct("gotor"), None);
     }
 }

@@ -227,7 +227,8 @@ struct DiagnoseResponse<'a> {
 }
 
 /// What the engine understood: the question's language, the asset from the register, and the
-/// words it rewrote (lexicon terms, compounds, typo corrections).
+/// words it rewrote (`typed → meant` for lexicon terms and compounds, `typed ≈ meant` for typo
+/// corrections).
 #[derive(Serialize)]
 struct Understood<'a> {
     language: &'a str,
