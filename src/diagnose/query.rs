@@ -80,11 +80,11 @@ pub struct QueryAnalyzer {
     fault: HashSet<String>,
     /// English stems of the knowledge base's equipment names: the head word of each (the last:
     /// "pump" of "feedwater pump", "block" of "pillow block"). A modifier ("oil" of "oil
-    /// cooler", "temperature" of "temperature controller") is what a report says about a
-    /// machine, so it counts as a symptom word where an SOP lists it as one.
+    /// cooler", "temperature" of "temperature controller") is no machine: a text that names
+    /// only it ("oil at 75 degrees") still says something.
     equipment: HashSet<String>,
-    /// English stems of the knowledge base's symptom and defect words that are not equipment
-    /// names: what a fault report mentions.
+    /// English stems of the knowledge base's symptom and defect words that are no word of an
+    /// equipment name (head or modifier): what a fault report mentions.
     symptom: HashSet<String>,
     /// The knowledge base's own words (folded) → English stem; frequent words first.
     kb_speller: Speller<String>,
@@ -174,14 +174,16 @@ impl QueryAnalyzer {
             .flat_map(|l| l.fault.iter())
             .map(|w| en.stem(w))
             .collect();
-        let equipment: HashSet<String> = equipment_names
+        let names: Vec<Vec<String>> = equipment_names
             .into_iter()
-            .filter_map(|e| english_terms(en, e).pop())
+            .map(|e| english_terms(en, e))
             .collect();
+        let equipment: HashSet<String> = names.iter().filter_map(|t| t.last().cloned()).collect();
+        let modifiers: HashSet<&String> = names.iter().flatten().collect();
         let symptom = symptom_texts
             .into_iter()
             .flat_map(|e| english_terms(en, e))
-            .filter(|s| !equipment.contains(s))
+            .filter(|s| !modifiers.contains(s))
             .collect();
         let lang_spellers = lexicon
             .languages
