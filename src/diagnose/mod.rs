@@ -1044,6 +1044,11 @@ mod tests {
     }
 
     fn engine_with_assets() -> DiagnoseEngine {
+        engine_without(Ablation::default())
+    }
+
+    /// The embedded knowledge with the parts in `off` switched off.
+    fn engine_without(off: Ablation) -> DiagnoseEngine {
         DiagnoseEngine::build(
             Knowledge {
                 docs: embedded_documents().expect("embedded KB parses"),
@@ -1054,7 +1059,7 @@ mod tests {
                 min_relevance: crate::config::DEFAULT_MIN_RELEVANCE,
                 max_documents: 2,
                 max_steps: 10,
-                off: Default::default(),
+                off,
             },
         )
     }
@@ -1268,16 +1273,10 @@ mod tests {
         assert!(a.supported, "{:?}", a.refusal);
         // Switched off (ablation), the badge question gets repair steps: the bar is what
         // refuses it.
-        let mut settings = e.settings.clone();
-        settings.off.unnamed = true;
-        let off = DiagnoseEngine::build(
-            Knowledge {
-                docs: embedded_documents().expect("embedded KB parses"),
-                lexicon: Lexicon::embedded(),
-                assets: AssetRegister::embedded(),
-            },
-            settings,
-        );
+        let off = engine_without(Ablation {
+            unnamed: true,
+            ..Ablation::default()
+        });
         assert!(ask_at(&off, "", badge).supported);
     }
 
