@@ -1311,6 +1311,19 @@ mod tests {
     }
 
     #[test]
+    fn a_word_is_not_the_machine_that_shares_its_stem() {
+        let e = engine_with_assets();
+        // "granuladora" (granulator, no SOP) stems like "gránulos" (granules).
+        let a = e.analyze("hay gránulos quemados en el suelo debajo de la extrusora");
+        assert_eq!(a.uncovered, None, "{:?}", a.terms);
+        let a = e.analyze("la granuladora hace un ruido muy fuerte");
+        assert_eq!(a.uncovered.as_deref(), Some("granuladora"));
+        // A shorter inflection that begins the name's word is the name ("cook" of "cooking").
+        let a = e.analyze("las granuladoras vibran mucho");
+        assert!(a.uncovered.is_some(), "{:?}", a.terms);
+    }
+
+    #[test]
     fn equipment_words_are_head_words_and_openers_are_not_statements() {
         let e = engine_with_assets();
         // "temperature" (of "temperature controller") and "cooler" modifiers: the text says

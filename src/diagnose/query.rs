@@ -434,7 +434,18 @@ impl QueryAnalyzer {
                     a.non_repair_leads = clause == toks[0].clause;
                 }
             }
-            if let Some((phrase, n)) = phrase_at(|x| &x.uncovered) {
+            // A machine name can share its stem with what the machine works on ("gránulos" and
+            // "granuladora", "tapones" and "taponadora"): a typed word three or more letters
+            // shorter than the name's word, and not its beginning ("cook" of "cooking"), is
+            // that other word.
+            let uncovered = phrase_at(|x| &x.uncovered).filter(|(phrase, n)| {
+                let key = tokens(&phrase.key);
+                key.len() != *n
+                    || key.iter().zip(&toks[i..i + n]).all(|(k, t)| {
+                        t.text.len() + 2 >= k.text.len() || k.text.starts_with(&t.text)
+                    })
+            });
+            if let Some((phrase, n)) = uncovered {
                 if uncovered_at.is_none() {
                     a.uncovered = Some(phrase.key.clone());
                     uncovered_at = Some(items.len());
