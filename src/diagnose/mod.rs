@@ -1324,6 +1324,32 @@ mod tests {
     }
 
     #[test]
+    fn a_short_word_is_not_a_longer_key_with_its_stem() {
+        let e = engine_with_assets();
+        // Dutch "gaat" (goes) stems like the key "gaatjes" (pinholes).
+        let a = e.analyze("de pomp gaat niet meer aan na de stroomstoring");
+        assert!(
+            !a.terms.iter().any(|t| t.starts_with("pinhol")),
+            "{:?}",
+            a.terms
+        );
+        // Turkish "iş" (work) stems like the key "ısındı" (overheated).
+        let a = e.analyze("pompa iş bitince durmuyor, ses yapıyor");
+        assert!(
+            !a.terms.iter().any(|t| t.starts_with("overh")),
+            "{:?}",
+            a.terms
+        );
+        // The key's own word still reads.
+        let a = e.analyze("motor ısındı, koku var");
+        assert!(
+            a.terms.iter().any(|t| t.starts_with("overh")),
+            "{:?}",
+            a.terms
+        );
+    }
+
+    #[test]
     fn equipment_words_are_head_words_and_openers_are_not_statements() {
         let e = engine_with_assets();
         // "temperature" (of "temperature controller") and "cooler" modifiers: the text says

@@ -469,12 +469,29 @@ impl QueryAnalyzer {
                 i += n;
                 continue;
             }
+            // A one-word key of another language matched by a much shorter word with the same
+            // stem is another word ("gaat", goes, is not "gaatjes", pinholes; "iş", work, is not
+            // "ısındı"). English keeps it: its keys are often -ing forms ("slams", "slamming").
+            let fits = |li: usize, id: u32, n: usize| {
+                n > 1 || li == 0 || {
+                    let key = &self.lexicon.languages[li].terms.list[id as usize].key;
+                    w.len() + 2 >= fold(key).len()
+                }
+            };
             let phrase = if lang != 0 {
-                l.terms.longest_at(sl).map(|(id, n)| (lang, id, n))
+                l.terms
+                    .longest_at(sl)
+                    .map(|(id, n)| (lang, id, n))
+                    .filter(|&(li, id, n)| fits(li, id, n))
             } else {
                 None
             }
-            .or_else(|| en.terms.longest_at(se).map(|(id, n)| (0, id, n)));
+            .or_else(|| {
+                en.terms
+                    .longest_at(se)
+                    .map(|(id, n)| (0, id, n))
+                    .filter(|&(li, id, n)| fits(li, id, n))
+            });
             // A lexicon phrase that starts with a negation or a "fine" word ("no muscle", "not
             // fully formed", "never stops running") is read as the phrase, not as a negation.
             let phrase_here = phrase.is_some_and(|(_, _, n)| n >= 2);
