@@ -1187,16 +1187,16 @@ mod tests {
             eval::Figures::of(outcomes.iter().filter(|o| f(&o.case.subset)), t)
         };
         let all = pick(&|_| true);
-        assert!(all.right_first_rate() >= 0.94, "{all:?}");
+        assert!(all.right_first_rate() >= 0.96, "{all:?}");
         assert!(all.none_answered_rate() <= 0.02, "{all:?}");
         assert!(
-            all.non_repair_recognised * 100 >= 85 * all.non_repair,
+            all.non_repair_recognised * 100 >= 95 * all.non_repair,
             "{all:?}"
         );
         let english = pick(&|s| s.starts_with("en"));
         assert!(english.right_first_rate() >= 0.97, "{english:?}");
         let consequence = pick(&|s| s == "consequence");
-        assert!(consequence.right_first_rate() >= 0.70, "{consequence:?}");
+        assert!(consequence.right_first_rate() >= 0.80, "{consequence:?}");
         for lang in ["de", "es", "fr", "it", "pt", "pl", "nl", "cs", "tr", "ro"] {
             let f = pick(&|s| s == lang);
             assert!(f.covered >= 10, "{lang}: {f:?}");
@@ -1210,9 +1210,9 @@ mod tests {
     /// by a test.
     /// Floors of the fourth field set's dev split (right SOP first, out of scope answered,
     /// non-repair recognised in %).
-    const FOURTH_RIGHT: f64 = 0.94;
-    const FOURTH_NONE: f64 = 0.06;
-    const FOURTH_NON_REPAIR: usize = 85;
+    const FOURTH_RIGHT: f64 = 0.96;
+    const FOURTH_NONE: f64 = 0.03;
+    const FOURTH_NON_REPAIR: usize = 95;
 
     fn later_field_set_dev_split(
         text: &str,
@@ -1241,7 +1241,7 @@ mod tests {
     #[test]
     fn second_field_set_dev_split() {
         let text = include_str!("../../tests/fixtures/field_eval_2.tsv");
-        later_field_set_dev_split(text, 0.90, 0.04, 90);
+        later_field_set_dev_split(text, 0.93, 0.03, 90);
     }
 
     /// Authors 10-11 of the third field set (held-out: authors 12-13).
