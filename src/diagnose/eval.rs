@@ -124,7 +124,8 @@ pub fn run(engine: &DiagnoseEngine, cases: &[Case]) -> Vec<Outcome> {
                 why: {
                     let an = engine.analyze(&c.query);
                     format!(
-                        "cue {:?}, question {}, machine {:?}, fault word {}, symptom words {}, equipment words {}, terms {}, rewrites {}",
+                        "language {}, cue {:?}, question {}, machine {:?}, fault word {}, symptom words {}, equipment words {}, terms {}, rewrites {}",
+                        engine.language_code(an.language),
                         an.non_repair,
                         an.question_led,
                         an.uncovered,

@@ -119,6 +119,16 @@ pub struct Phrase {
     pub stems: Box<[Box<str>]>,
     /// The English value (empty for out-of-scope objects, [`SETTING`] for settings).
     pub value: String,
+    /// Length in bytes of each of the key's words, folded (the words that `stems` come from).
+    pub word_lens: Box<[u8]>,
+}
+
+/// Folded byte lengths of a key's words (capped at 255).
+fn word_lens(key: &str) -> Box<[u8]> {
+    tokens(key)
+        .iter()
+        .map(|t| t.text.len().min(255) as u8)
+        .collect()
 }
 
 /// A table of phrases looked up by the stem of their first word, longest phrases first.
@@ -345,6 +355,7 @@ impl Language {
                 key: k.clone(),
                 stems,
                 value: v.trim().to_string(),
+                word_lens: word_lens(k),
             };
             let id = match by_stems.get(&phrase.stems) {
                 Some(&i) => {
@@ -378,6 +389,7 @@ impl Language {
                 key: o.clone(),
                 stems,
                 value: value.to_string(),
+                word_lens: word_lens(o),
             });
         }
         for (list, key, table) in [
@@ -406,6 +418,7 @@ impl Language {
                     key: o.clone(),
                     stems,
                     value: String::new(),
+                    word_lens: word_lens(o),
                 });
             }
             table.rebuild();

@@ -103,6 +103,9 @@ pub struct QueryAnalyzer {
     /// machine phrases use: a word the pack knows in that sense is never "corrected" into a
     /// glossary or knowledge-base word ("Ersatz" is not a typo of "Versatz").
     listed: Vec<HashSet<String>>,
+    /// English stems of every word of the equipment names: a modifier right before a machine
+    /// word ("hydraulic press") is part of the machine's name, not something said about it.
+    name_words: HashSet<String>,
 }
 
 /// Retrieval terms of English text: folded words minus stop words, negators and words with
@@ -179,11 +182,11 @@ impl QueryAnalyzer {
             .map(|e| english_terms(en, e))
             .collect();
         let equipment: HashSet<String> = names.iter().filter_map(|t| t.last().cloned()).collect();
-        let modifiers: HashSet<&String> = names.iter().flatten().collect();
+        let name_words: HashSet<String> = names.into_iter().flatten().collect();
         let symptom = symptom_texts
             .into_iter()
             .flat_map(|e| english_terms(en, e))
-            .filter(|s| !modifiers.contains(s))
+            .filter(|s| !name_words.contains(s))
             .collect();
         let lang_spellers = lexicon
             .languages
@@ -235,6 +238,7 @@ impl QueryAnalyzer {
             detect_letters,
             function_stems,
             listed,
+            name_words,
             kb_speller,
             lang_spellers,
             value_symptoms,
@@ -439,11 +443,15 @@ impl QueryAnalyzer {
             // shorter than the name's word, and not its beginning ("cook" of "cooking"), is
             // that other word.
             let uncovered = phrase_at(|x| &x.uncovered).filter(|(phrase, n)| {
-                let key = tokens(&phrase.key);
-                key.len() != *n
-                    || key.iter().zip(&toks[i..i + n]).all(|(k, t)| {
-                        t.text.len() + 2 >= k.text.len() || k.text.starts_with(&t.text)
-                    })
+                let short = |(&k, t): (&u8, &Token)| t.text.len() + 2 < usize::from(k);
+                phrase.word_lens.len() != *n
+                    || !phrase.word_lens.iter().zip(&toks[i..i + n]).any(short)
+                    || tokens(&phrase.key)
+                        .iter()
+                        .zip(&toks[i..i + n])
+                        .all(|(k, t)| {
+                            t.text.len() + 2 >= k.text.len() || k.text.starts_with(&t.text)
+                        })
             });
             if let Some((phrase, n)) = uncovered {
                 if uncovered_at.is_none() {
@@ -461,9 +469,10 @@ impl QueryAnalyzer {
                 } else if a.out_of_scope.is_none() {
                     let key = &phrase.key;
                     a.out_of_scope = Some(key.clone());
-                    // An equipment word right before the object modifies it ("electric car
-                    // charger"): it does not make the question about plant equipment.
-                    let modified = i > 0 && self.equipment.contains(&stems_en[i - 1]);
+                    // A word of an equipment name right before the object modifies it
+                    // ("electric car charger"): it does not make the question about plant
+                    // equipment.
+                    let modified = i > 0 && self.name_words.contains(&stems_en[i - 1]);
                     oos_at = Some(items.len() - usize::from(modified && !items.is_empty()));
                 }
                 i += n;
@@ -473,10 +482,13 @@ impl QueryAnalyzer {
             // stem is another word ("gaat", goes, is not "gaatjes", pinholes; "iş", work, is not
             // "ısındı"). English keeps it: its keys are often -ing forms ("slams", "slamming").
             let fits = |li: usize, id: u32, n: usize| {
-                n > 1 || li == 0 || {
-                    let key = &self.lexicon.languages[li].terms.list[id as usize].key;
-                    w.len() + 2 >= fold(key).len()
-                }
+                let lang = &self.lexicon.languages[li];
+                n > 1
+                    || li == 0
+                    || w.len() + 2 >= lang.terms.list[id as usize].word_lens[0] as usize
+                    // A key of its own whose entry a longer key with its stem took over ("yağ"
+                    // beside "yağlar").
+                    || lang.surface.contains_key(w)
             };
             let phrase = if lang != 0 {
                 l.terms
@@ -505,12 +517,12 @@ impl QueryAnalyzer {
                 continue;
             }
             // The text's first word is an opener ("okay so the pillow block...", "good morning
-            // Laura"), not a statement that something works.
+            // Laura"), not a statement that something works: it is read as any other word.
             if !phrase_here
                 && i > 0
                 && (l.fine.contains(w) || other_en.is_some_and(|e| e.fine.contains(w)))
             {
-                let compared = i > 0 && {
+                let compared = {
                     let p = toks[i - 1].text.as_str();
                     l.comparison.contains(p) || other_en.is_some_and(|e| e.comparison.contains(p))
                 };
@@ -627,11 +639,16 @@ impl QueryAnalyzer {
         let mut equipment_seen: Vec<&str> = Vec::new();
         // Counted over every clause: a "works fine" word somewhere in a long message ("as on a
         // normal day") does not make the rest of it less of a report.
-        for it in &items {
+        for (k, it) in items.iter().enumerate() {
             if it.negated && self.fault.contains(&it.stem) {
                 continue;
             }
+            let names_machine = self.name_words.contains(&it.stem)
+                && items
+                    .get(k + 1)
+                    .is_some_and(|next| self.equipment.contains(&next.stem));
             if !self.equipment.contains(&it.stem)
+                && !names_machine
                 && index.contains(&it.stem)
                 && !content_seen.contains(&it.stem.as_str())
             {
