@@ -1272,6 +1272,23 @@ mod tests {
     }
 
     #[test]
+    fn question_words_tell_languages_apart() {
+        let e = engine_with_assets();
+        // Spanish and Portuguese share most glossary words here ("hidráulico", "prensa",
+        // "central"); "quantos" is Portuguese only.
+        let text = "Quantos litros de óleo hidráulico leva a central da prensa 3?";
+        let a = e.analyze(text);
+        assert_eq!(e.language_code(a.language), "pt", "{:?}", a.terms);
+        assert!(a.question_led);
+        let a = ask_at(&e, "", text);
+        assert_eq!(a.refusal, Some(Refusal::NotAFaultReport), "{:?}", a.ranked);
+        // An English word among another language's question words is no evidence for it:
+        // German "was" in an English report.
+        let a = e.analyze("the pump was leaking at the seal");
+        assert_eq!(e.language_code(a.language), "en");
+    }
+
+    #[test]
     fn a_text_naming_no_machine_needs_more_relevance() {
         let e = engine_with_assets();
         // Only "kaputt" (broken) matches an SOP: no machine named, none from the register.

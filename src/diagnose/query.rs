@@ -222,10 +222,21 @@ impl QueryAnalyzer {
         for (li, l) in lexicon.languages.iter().enumerate().take(MAX_LANGUAGES) {
             let bit = 1u64 << li;
             let surface = (li > 0).then_some(l.surface.keys()).into_iter().flatten();
+            // One-word question words of other languages ("quantos", "combien") too, unless
+            // English uses the word ("was", "come").
+            let questions: Vec<String> = l
+                .question
+                .list
+                .iter()
+                .filter(|p| li > 0 && p.stems.len() == 1)
+                .map(|p| fold(p.key.trim()))
+                .filter(|w| !en.stop.contains(w) && kb_speller.exact(w).is_none())
+                .collect();
             for w in [&l.stop, &l.negators, &l.breaks]
                 .into_iter()
                 .flatten()
                 .chain(surface)
+                .chain(&questions)
             {
                 *detect_words.entry(w.clone()).or_default() |= bit;
             }
