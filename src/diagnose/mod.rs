@@ -1331,6 +1331,14 @@ mod tests {
             "need 20 pails of grease for the autolube, can someone raise the PR",
         );
         assert_eq!(a.refusal, Some(Refusal::NotAFaultReport), "{:?}", a.ranked);
+        // In another language a word its pack does not know is no English typo: Italian
+        // "acuto" (shrill) is not "auto".
+        let a = e.analyze("il ventilatore fa un fischio acuto da due giorni");
+        assert!(
+            !a.rewrites.iter().any(|r| r.starts_with("acuto")),
+            "{:?}",
+            a.rewrites
+        );
         // A typo that keeps its first letter is still corrected.
         let a = e.analyze("gearbx leaking oil");
         assert!(

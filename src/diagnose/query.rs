@@ -601,6 +601,16 @@ impl QueryAnalyzer {
                     continue;
                 }
             }
+            // In a text of another language, a word neither its pack nor the knowledge base
+            // knows is not an English typo ("acuto" is not "auto", "presos" not "press").
+            if lang != 0 {
+                items.push(Item {
+                    stem: s_en.clone(),
+                    clause,
+                    negated,
+                });
+                continue;
+            }
             if let Some((word, stem)) = self.kb_speller.correct(w) {
                 a.rewrites.push(format!("{w} ≈ {word}"));
                 items.push(Item {
