@@ -1263,12 +1263,11 @@ mod tests {
         later_field_set_dev_split(text, FOURTH_RIGHT, FOURTH_NONE, FOURTH_NON_REPAIR);
     }
 
-    /// Authors 19-21 of the fifth field set (held-out: authors 22-23), at the figures measured
-    /// before tuning on it.
+    /// Authors 19-21 of the fifth field set (held-out: authors 22-23).
     #[test]
     fn fifth_field_set_dev_split() {
         let text = include_str!("../../tests/fixtures/field_eval_5.tsv");
-        later_field_set_dev_split(text, 0.94, 0.08, 90);
+        later_field_set_dev_split(text, 0.94, 0.03, 95);
     }
 
     #[test]
