@@ -119,16 +119,16 @@ pub struct Phrase {
     pub stems: Box<[Box<str>]>,
     /// The English value (empty for out-of-scope objects, [`SETTING`] for settings).
     pub value: String,
-    /// Length in bytes of each of the key's words, folded (the words that `stems` come from).
-    pub word_lens: Box<[u8]>,
+    /// Length in bytes of the key's first word, folded (capped at 255): a much shorter typed
+    /// word with the same stem is another word (see the analyzer).
+    pub first_len: u8,
 }
 
-/// Folded byte lengths of a key's words (capped at 255).
-fn word_lens(key: &str) -> Box<[u8]> {
+/// Folded byte length of a key's first word (capped at 255).
+fn first_len(key: &str) -> u8 {
     tokens(key)
-        .iter()
-        .map(|t| t.text.len().min(255) as u8)
-        .collect()
+        .first()
+        .map_or(0, |t| t.text.len().min(255) as u8)
 }
 
 /// A table of phrases looked up by the stem of their first word, longest phrases first.
@@ -355,7 +355,7 @@ impl Language {
                 key: k.clone(),
                 stems,
                 value: v.trim().to_string(),
-                word_lens: word_lens(k),
+                first_len: first_len(k),
             };
             let id = match by_stems.get(&phrase.stems) {
                 Some(&i) => {
@@ -389,7 +389,7 @@ impl Language {
                 key: o.clone(),
                 stems,
                 value: value.to_string(),
-                word_lens: word_lens(o),
+                first_len: first_len(o),
             });
         }
         for (list, key, table) in [
@@ -418,7 +418,7 @@ impl Language {
                     key: o.clone(),
                     stems,
                     value: String::new(),
-                    word_lens: word_lens(o),
+                    first_len: first_len(o),
                 });
             }
             table.rebuild();

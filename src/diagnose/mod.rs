@@ -1312,14 +1312,17 @@ mod tests {
     #[test]
     fn words_the_pack_lists_are_not_spelling_mistakes() {
         let e = engine_with_assets();
-        // "Ersatz" (spare) is in a German non-repair phrase: it is not corrected to "Versatz"
-        // (offset, a fault), so the question stays a question about ordering.
-        let a = e.analyze("Wer hat die Ersatz-Dichtungen für pump-3 bestellt?");
+        // "cubos" (cubes) is a word of the Portuguese machine name "cortadora de cubos": it is
+        // not corrected to the glossary's "cabos" (cables).
+        let a = e.analyze("os cubos estão saindo tortos da linha");
         assert!(
-            !a.rewrites.iter().any(|r| r.starts_with("ersatz")),
+            !a.rewrites.iter().any(|r| r.starts_with("cubos")),
             "{:?}",
             a.rewrites
         );
+        // "Ersatz" (spare) is not "Versatz" (offset, a fault): the question stays one about
+        // ordering.
+        let a = e.analyze("Wer hat die Ersatz-Dichtungen für pump-3 bestellt?");
         assert!(!a.fault_word, "{:?}", a.terms);
         // Corrections keep the first letter: "pails" is not "fails".
         let a = e.analyze("need 20 pails of grease for the autolube, can someone raise the PR");
@@ -1356,20 +1359,18 @@ mod tests {
         let a = e.analyze("la granuladora hace un ruido muy fuerte");
         assert_eq!(a.uncovered.as_deref(), Some("granuladora"));
         // A shorter inflection that begins the name's word is the name ("cook" of "cooking").
-        let a = e.analyze("las granuladoras vibran mucho");
-        assert!(a.uncovered.is_some(), "{:?}", a.terms);
+        let a = e.analyze("the cook kettle on line 2 lost steam twice tonight");
+        assert_eq!(
+            a.uncovered.as_deref(),
+            Some("cooking kettle"),
+            "{:?}",
+            a.terms
+        );
     }
 
     #[test]
     fn a_short_word_is_not_a_longer_key_with_its_stem() {
         let e = engine_with_assets();
-        // Dutch "gaat" (goes) stems like the key "gaatjes" (pinholes).
-        let a = e.analyze("de pomp gaat niet meer aan na de stroomstoring");
-        assert!(
-            !a.terms.iter().any(|t| t.starts_with("pinhol")),
-            "{:?}",
-            a.terms
-        );
         // Turkish "iş" (work) stems like the key "ısındı" (overheated).
         let a = e.analyze("pompa iş bitince durmuyor, ses yapıyor");
         assert!(
@@ -1385,15 +1386,9 @@ mod tests {
             a.terms
         );
         // So does a short key whose entry a longer key with its stem took over ("yağ" beside
-        // "yağlar", "grince" beside "grincements").
+        // "yağlar").
         let a = e.analyze("pompa yağ kaçırıyor");
         assert!(a.terms.iter().any(|t| t == "oil"), "{:?}", a.terms);
-        let a = e.analyze("le roulement grince fort");
-        assert!(
-            a.rewrites.iter().any(|r| r.starts_with("grince →")),
-            "{:?}",
-            a.rewrites
-        );
     }
 
     #[test]

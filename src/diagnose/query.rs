@@ -101,7 +101,7 @@ pub struct QueryAnalyzer {
     function_stems: rustc_hash::FxHashMap<String, String>,
     /// Per language, stems of the words its non-repair, question, out-of-scope and uncovered
     /// machine phrases use: a word the pack knows in that sense is never "corrected" into a
-    /// glossary or knowledge-base word ("Ersatz" is not a typo of "Versatz").
+    /// glossary or knowledge-base word ("cubos" is not a typo of "cabos").
     listed: Vec<HashSet<String>>,
     /// English stems of every word of the equipment names: a modifier right before a machine
     /// word ("hydraulic press") is part of the machine's name, not something said about it.
@@ -453,16 +453,13 @@ impl QueryAnalyzer {
             // "granuladora", "tapones" and "taponadora"): a typed word three or more letters
             // shorter than the name's word, and not its beginning ("cook" of "cooking"), is
             // that other word.
+            // (Only on a match, which is rare: the key's words are tokenised here.)
             let uncovered = phrase_at(|x| &x.uncovered).filter(|(phrase, n)| {
-                let short = |(&k, t): (&u8, &Token)| t.text.len() + 2 < usize::from(k);
-                phrase.word_lens.len() != *n
-                    || !phrase.word_lens.iter().zip(&toks[i..i + n]).any(short)
-                    || tokens(&phrase.key)
-                        .iter()
-                        .zip(&toks[i..i + n])
-                        .all(|(k, t)| {
-                            t.text.len() + 2 >= k.text.len() || k.text.starts_with(&t.text)
-                        })
+                let key = tokens(&phrase.key);
+                key.len() != *n
+                    || key.iter().zip(&toks[i..i + n]).all(|(k, t)| {
+                        t.text.len() + 2 >= k.text.len() || k.text.starts_with(&t.text)
+                    })
             });
             if let Some((phrase, n)) = uncovered {
                 if uncovered_at.is_none() {
@@ -490,13 +487,13 @@ impl QueryAnalyzer {
                 continue;
             }
             // A one-word key of another language matched by a much shorter word with the same
-            // stem is another word ("gaat", goes, is not "gaatjes", pinholes; "iş", work, is not
-            // "ısındı"). English keeps it: its keys are often -ing forms ("slams", "slamming").
+            // stem is another word ("iş", work, is not "ısındı", overheated). English keeps it:
+            // its keys are often -ing forms ("slams", "slamming").
             let fits = |li: usize, id: u32, n: usize| {
                 let lang = &self.lexicon.languages[li];
                 n > 1
                     || li == 0
-                    || w.len() + 2 >= lang.terms.list[id as usize].word_lens[0] as usize
+                    || w.len() + 2 >= usize::from(lang.terms.list[id as usize].first_len)
                     // A key of its own whose entry a longer key with its stem took over ("yağ"
                     // beside "yağlar").
                     || lang.surface.contains_key(w)
@@ -586,45 +583,31 @@ impl QueryAnalyzer {
                 }
                 continue;
             }
-            if self.listed[lang].contains(&*sl[0]) {
-                items.push(Item {
-                    stem: s_en.clone(),
-                    clause,
-                    negated,
-                });
-                continue;
-            }
-            if lang != 0 {
-                if let Some((key, id)) = self.lang_spellers[lang].correct(w) {
+            // Spelling correction: never for a word the pack's own phrase lists use ("cubos"
+            // is not a typo of "cabos"); in a text of another language only against its
+            // glossary, as a word neither its pack nor the knowledge base knows is no English
+            // typo ("acuto" is not "auto", "presos" not "press").
+            if !self.listed[lang].contains(sl[0]) {
+                if lang != 0 {
+                    if let Some((key, id)) = self.lang_spellers[lang].correct(w) {
+                        a.rewrites.push(format!("{w} ≈ {key}"));
+                        emit(lang, id, clause, negated, &mut items, &mut sym);
+                        continue;
+                    }
+                } else if let Some((word, stem)) = self.kb_speller.correct(w) {
+                    a.rewrites.push(format!("{w} ≈ {word}"));
+                    items.push(Item {
+                        stem: stem.clone(),
+                        clause,
+                        negated,
+                    });
+                    sym.push((clause, stem, negated));
+                    continue;
+                } else if let Some((key, id)) = self.lang_spellers[0].correct(w) {
                     a.rewrites.push(format!("{w} ≈ {key}"));
-                    emit(lang, id, clause, negated, &mut items, &mut sym);
+                    emit(0, id, clause, negated, &mut items, &mut sym);
                     continue;
                 }
-            }
-            // In a text of another language, a word neither its pack nor the knowledge base
-            // knows is not an English typo ("acuto" is not "auto", "presos" not "press").
-            if lang != 0 {
-                items.push(Item {
-                    stem: s_en.clone(),
-                    clause,
-                    negated,
-                });
-                continue;
-            }
-            if let Some((word, stem)) = self.kb_speller.correct(w) {
-                a.rewrites.push(format!("{w} ≈ {word}"));
-                items.push(Item {
-                    stem: stem.clone(),
-                    clause,
-                    negated,
-                });
-                sym.push((clause, stem, negated));
-                continue;
-            }
-            if let Some((key, id)) = self.lang_spellers[0].correct(w) {
-                a.rewrites.push(format!("{w} ≈ {key}"));
-                emit(0, id, clause, negated, &mut items, &mut sym);
-                continue;
             }
             // Unknown: kept, so it counts against the relevance.
             items.push(Item {
